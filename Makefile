@@ -1,0 +1,40 @@
+# stillroom. `make run` and `make test` each build the environment when it is missing.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+STAMP := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: run test lint bench bench-full clean
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	# torch first, pinned: an unpinned resolve would pull a multi-GB CUDA build.
+	$(PIP) install -q -c constraints.txt torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/stillroom daemon
+
+test: $(STAMP)
+	$(VENV)/bin/pytest
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	# mypy sees the installed module names (stillroom.daemon, ...) through a link tree.
+	rm -rf .mypy_tree && mkdir -p .mypy_tree/stillroom
+	cp -rs "$(CURDIR)/stillroom/." .mypy_tree/stillroom/
+	for d in monitors daemon trainers service configs; do ln -s "$(CURDIR)/$$d" .mypy_tree/stillroom/$$d; done
+	cd .mypy_tree && ../$(VENV)/bin/mypy --config-file ../pyproject.toml -p stillroom
+
+bench: $(STAMP)
+	$(PY) bench/run.py quick
+
+bench-full: $(STAMP)
+	$(PY) bench/run.py full
+
+clean:
+	rm -rf .mypy_tree build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,55 @@
+"""Run a tier of benchmarks: `python bench/run.py quick|full`. Each writes bench/results/."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TIERS: dict[str, list[list[str]]] = {
+    "quick": [
+        ["reliability.py", "--actions", "1000"],
+        ["footprint.py", "--files", "10000", "--idle", "60", "--burst", "5000"],
+    ],
+    "full": [
+        [
+            "reliability.py",
+            "--actions",
+            "5000",
+            "--out",
+            str(HERE / "results" / "reliability-full.json"),
+        ],
+        [
+            "footprint.py",
+            "--files",
+            "50000",
+            "--idle",
+            "300",
+            "--burst",
+            "20000",
+            "--out",
+            str(HERE / "results" / "footprint-full.json"),
+        ],
+    ],
+}
+
+
+def main() -> int:
+    tier = sys.argv[1] if len(sys.argv) > 1 else "quick"
+    failed = []
+    for script, *args in TIERS[tier]:
+        print(f"\n== {script} {' '.join(args)}", flush=True)
+        start = time.monotonic()
+        code = subprocess.call([sys.executable, str(HERE / script), *args])
+        print(f"== {script}: exit {code} in {time.monotonic() - start:.0f} s", flush=True)
+        if code:
+            failed.append(script)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Shipped configuration files (package data): default.yaml is copied on first run."""

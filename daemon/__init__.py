@@ -1,0 +1,1 @@
+"""The long-running process: monitors into one queue, a dispatcher, the scheduler."""

@@ -1,0 +1,115 @@
+"""The event bus: monitors put events on one queue; one dispatcher stores them and acts."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from stillroom.daemon.echo import EchoFilter
+from stillroom.errors import StillroomError
+from stillroom.events import Event
+from stillroom.service.hooks.deciders import Decider, decide
+from stillroom.store import Store
+
+if TYPE_CHECKING:
+    from stillroom.service.hooks.executor import Executor
+
+log = logging.getLogger("stillroom.daemon")
+BATCH = 500
+
+
+class Dispatcher:
+    """Consumes the queue on one thread: store each batch, then run the automations."""
+
+    def __init__(
+        self,
+        store: Store,
+        executor: Executor,
+        echo: EchoFilter,
+        deciders: list[Decider],
+        *,
+        dry_run: bool = False,
+    ) -> None:
+        self.store = store
+        self.executor = executor
+        self.echo = echo
+        self.deciders = deciders
+        self.dry_run = dry_run
+        self.queue: queue.Queue[Event] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stillroom-dispatcher", daemon=True)
+        self.stored = 0
+
+    def put(self, event: Event) -> None:
+        """The monitors' emit callback; never blocks."""
+        self.queue.put(event)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Finish what is queued, then stop."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not (self._stop.is_set() and self.queue.empty()):
+            batch = self._next_batch()
+            if batch:
+                self.handle(batch)
+
+    def _next_batch(self) -> list[Event]:
+        try:
+            batch = [self.queue.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        while len(batch) < BATCH:
+            try:
+                batch.append(self.queue.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def handle(self, batch: list[Event]) -> None:
+        """Store a batch of events, then offer each to the deciders."""
+        events = [self.echo.mark(e) for e in batch]
+        try:
+            ids = self.store.add_events(events)
+        except Exception:
+            log.exception("could not store %d events", len(events))
+            return
+        self.stored += len(ids)
+        for event, event_id in zip(events, ids, strict=True):
+            try:
+                self._act(event, event_id)
+            except StillroomError as exc:
+                log.warning("event %d (%s): %s", event_id, event.kind, exc)
+            except Exception:
+                log.exception("event %d (%s) failed; carrying on", event_id, event.kind)
+
+    def _act(self, event: Event, event_id: int) -> None:
+        if event.source != "filesystem" or event.file().by_stillroom:
+            return
+        decision = decide(self.deciders, event)
+        if decision is None:
+            return
+        if self.store.paused:
+            log.info("paused: %s would act on %s", decision.decider, event.file().path)
+            return
+        plan = self.executor.plan(decision.action, Path(event.file().path), event)
+        if self.dry_run:
+            log.info("dry run: %s: %s", decision.decider, plan.describe())
+            return
+        record = self.executor.run(
+            plan, automation=decision.decider, event_id=event_id, confidence=decision.confidence
+        )
+        if record.state == "done":
+            log.info("action %d (%s): %s", record.id, decision.decider, plan.describe())
+        else:
+            log.warning(
+                "action %d (%s) %s: %s", record.id, decision.decider, record.state, record.error
+            )

@@ -1,0 +1,40 @@
+"""Recognise the filesystem events that stillroom's own actions cause."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from stillroom.events import Event, FilePayload
+
+
+class EchoFilter:
+    """Paths an action is about to touch; events on them within `ttl` are stillroom's own."""
+
+    def __init__(self, ttl: float = 30.0) -> None:
+        self.ttl = ttl
+        self._expected: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def expect(self, path: Path) -> None:
+        with self._lock:
+            self._expected[str(path)] = time.monotonic() + self.ttl
+
+    def mark(self, event: Event) -> Event:
+        """The event, flagged `by_stillroom` when one of our actions caused it."""
+        payload = event.payload
+        if not isinstance(payload, FilePayload):
+            return event
+        now = time.monotonic()
+        with self._lock:
+            if len(self._expected) > 1000:
+                self._expected = {p: t for p, t in self._expected.items() if t > now}
+            ours = any(
+                self._expected.get(p, 0.0) > now for p in (payload.path, payload.src_path) if p
+            )
+        if not ours:
+            return event
+        return event.model_copy(
+            update={"payload": payload.model_copy(update={"by_stillroom": True})}
+        )

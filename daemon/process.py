@@ -1,0 +1,135 @@
+"""The daemon's life: lock, reconcile, monitors -> dispatcher, scheduler, signals, shutdown."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import signal
+import threading
+from pathlib import Path
+from types import FrameType
+
+from stillroom.config import Config
+from stillroom.daemon.bus import Dispatcher
+from stillroom.daemon.echo import EchoFilter
+from stillroom.daemon.lock import InstanceLock
+from stillroom.daemon.scheduler import make_scheduler, retention_job
+from stillroom.errors import ConfigError
+from stillroom.monitors.base import Monitor, monitor_classes
+from stillroom.paths import Paths, private_file
+from stillroom.service.hooks.deciders import deciders_from_config
+from stillroom.service.hooks.executor import Executor
+from stillroom.store import Store
+
+log = logging.getLogger("stillroom.daemon")
+
+
+class Daemon:
+    """`stillroom daemon`: runs in the foreground until SIGTERM or SIGINT."""
+
+    def __init__(self, config: Config, config_path: Path, *, dry_run: bool = False) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.dry_run = dry_run
+        self.paths = Paths.resolve().ensure()
+        self.monitors: list[Monitor] = []
+        self._wake = threading.Event()
+        self._stopping = False
+        self._reload = False
+
+    def run(self) -> None:
+        with InstanceLock(self.paths.lock_file):
+            setup_logging(self.paths)
+            with Store(self.paths.database) as store:
+                self._serve(store)
+
+    def _serve(self, store: Store) -> None:
+        echo = EchoFilter()
+        executor = Executor(store, on_effect=echo.expect)
+        for record in executor.reconcile():
+            log.warning("action %d was interrupted; now %s", record.id, record.state)
+        retention_job(store, lambda: self.config)
+        dispatcher = Dispatcher(
+            store, executor, echo, deciders_from_config(self.config), dry_run=self.dry_run
+        )
+        scheduler = make_scheduler(store, lambda: self.config)
+        self._install_signals()
+        dispatcher.start()
+        scheduler.start()
+        try:
+            self._start_monitors(dispatcher)
+            log.info(
+                "stillroom daemon ready (pid %d, config %s%s)",
+                os.getpid(),
+                self.config_path,
+                ", dry run" if self.dry_run else "",
+            )
+            while not self._stopping:
+                self._wake.wait(1.0)
+                self._wake.clear()
+                if self._reload and not self._stopping:
+                    self._reload = False
+                    self._reload_config(dispatcher)
+        finally:
+            log.info("stopping")
+            self._stop_monitors()
+            scheduler.shutdown(wait=True)
+            dispatcher.stop()
+            log.info("stopped; %d events recorded this run", dispatcher.stored)
+
+    def _start_monitors(self, dispatcher: Dispatcher) -> None:
+        for name, cls in monitor_classes().items():
+            monitor = cls(self.config, dispatcher.put)
+            monitor.start()
+            self.monitors.append(monitor)
+            log.info("monitor %s started", name)
+
+    def _stop_monitors(self) -> None:
+        for monitor in self.monitors:
+            monitor.stop()
+        self.monitors = []
+
+    def _reload_config(self, dispatcher: Dispatcher) -> None:
+        """SIGHUP: read the config again; a bad file is logged and the old one kept."""
+        try:
+            config = Config.from_path(self.config_path)
+        except ConfigError as exc:
+            log.error("config not reloaded, keeping the running one: %s", exc)
+            return
+        self._stop_monitors()
+        self.config = config
+        dispatcher.deciders = deciders_from_config(config)
+        self._start_monitors(dispatcher)
+        log.info("config reloaded from %s", self.config_path)
+
+    def _install_signals(self) -> None:
+        def stop(signum: int, frame: FrameType | None) -> None:
+            self._stopping = True
+            self._wake.set()
+
+        def reload(signum: int, frame: FrameType | None) -> None:
+            self._reload = True
+            self._wake.set()
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGHUP, reload)
+
+
+def setup_logging(paths: Paths) -> None:
+    """Log to stderr (the journal, under systemd) and to a private rotating file."""
+    logger = logging.getLogger("stillroom")
+    if logger.handlers:
+        return
+    logger.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    stream = logging.StreamHandler()
+    stream.setFormatter(fmt)
+    logger.addHandler(stream)
+    private_file(paths.log_file)
+    handler = logging.handlers.RotatingFileHandler(
+        paths.log_file, maxBytes=2_000_000, backupCount=3, encoding="utf-8"
+    )
+    handler.setFormatter(fmt)
+    logger.addHandler(handler)

@@ -1,0 +1,1 @@
+"""Automations: deciders pick an action for an event; the executor journals and runs it."""

@@ -1,0 +1,3 @@
+from stillroom.cli.main import main
+
+main()

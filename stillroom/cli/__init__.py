@@ -1,0 +1,1 @@
+"""The `stillroom` command line (typer + rich). The one place that wires every package."""

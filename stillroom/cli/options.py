@@ -1,0 +1,38 @@
+"""Options every command shares, and how a command gets its config and store."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from stillroom.config import ENV_CONFIG, Config, load_config
+from stillroom.paths import Paths
+from stillroom.store import Store
+
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--config",
+        "-c",
+        envvar=ENV_CONFIG,
+        help="Config file (default: the one in your stillroom config folder).",
+        show_default=False,
+    ),
+]
+DryRunOption = Annotated[
+    bool, typer.Option("--dry-run", "-n", help="Show the plan; change nothing.")
+]
+
+
+def get_config(path: Path | None) -> tuple[Config, Path]:
+    return load_config(path)
+
+
+def open_store() -> Store:
+    return Store(Paths.resolve().ensure().database)

@@ -1,0 +1,295 @@
+"""The typed config: YAML becomes these pydantic models in one place, `Config.from_path`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+
+from stillroom.errors import ConfigError
+from stillroom.paths import PRIVATE_FILE, Paths, private_dir
+
+CONFIG_VERSION = 1
+ENV_CONFIG = "STILLROOM_CONFIG"
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def expand_path(value: Any) -> Any:
+    """`~` and $VARS expand; a relative path is taken from the user's home folder."""
+    if isinstance(value, str | Path):
+        path = Path(os.path.expandvars(os.path.expanduser(str(value))))
+        return path if path.is_absolute() else Path.home() / path
+    return value
+
+
+UserPath = Annotated[Path, Field(description="A folder; ~ and $VARS expand.")]
+
+
+class FolderConfig(Model):
+    """An opt-in folder: stillroom records what happens to files arriving here."""
+
+    path: UserPath
+    recursive: bool = False
+    ignore: list[str] = Field(
+        default_factory=list, description="Globs matched against file names and relative paths."
+    )
+
+    _expand = field_validator("path", mode="before")(expand_path)
+
+
+class FilesystemConfig(Model):
+    """Timings of the filesystem monitor."""
+
+    settle_seconds: float = Field(
+        1.0, ge=0, le=600, description="A new file is reported once its size stopped changing."
+    )
+    pair_window_seconds: float = Field(
+        2.0, ge=0, le=60, description="How long a delete waits for its create (moves)."
+    )
+    partial_suffixes: list[str] = Field(
+        default_factory=lambda: [".part", ".crdownload", ".tmp", ".download", ".partial"],
+    )
+    snippet_chars: int = Field(400, ge=0, le=10_000)
+
+
+class Match(Model):
+    """Which files a rule applies to; every given condition must hold."""
+
+    events: list[Literal["file.created", "file.moved", "file.modified"]] = Field(
+        default_factory=lambda: ["file.created"]  # type: ignore[arg-type]
+    )
+    folders: list[UserPath] | None = None
+    extensions: list[str] | None = None
+    name: list[str] | None = Field(None, description="Globs on the file name.")
+    mime: list[str] | None = Field(None, description="Globs on the MIME type, e.g. image/*.")
+    min_size: ByteSize | None = None
+    max_size: ByteSize | None = None
+
+    _expand = field_validator("folders", mode="before")(
+        lambda v: [expand_path(p) for p in v] if isinstance(v, list) else v
+    )
+
+    @field_validator("extensions", "name", "mime", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+    @field_validator("extensions")
+    @classmethod
+    def _normalise_extensions(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [e.lower().lstrip(".") for e in value]
+
+
+class MoveAction(Model):
+    kind: Literal["move"]
+    to: UserPath
+    _expand = field_validator("to", mode="before")(expand_path)
+
+
+class RenameAction(Model):
+    kind: Literal["rename"]
+    name: str = Field(description="Template: {stem} {ext} {name} {date} {parent}.")
+
+
+class CopyAction(Model):
+    kind: Literal["copy"]
+    to: UserPath
+    _expand = field_validator("to", mode="before")(expand_path)
+
+
+class ConvertImageAction(Model):
+    kind: Literal["convert_image"]
+    format: Literal["jpeg", "png", "webp"] = "jpeg"
+    quality: int = Field(90, ge=1, le=100)
+    to: UserPath | None = Field(
+        None, description="Folder of the converted copy; default beside it."
+    )
+    _expand = field_validator("to", mode="before")(expand_path)
+
+
+class CommandAction(Model):
+    kind: Literal["command"]
+    argv: list[str] = Field(
+        min_length=1, description="Program and arguments, never through a shell; {path} expands."
+    )
+    timeout: float = Field(30.0, gt=0, le=3600)
+
+
+ActionConfig = Annotated[
+    MoveAction | RenameAction | CopyAction | ConvertImageAction | CommandAction,
+    Field(discriminator="kind"),
+]
+
+
+class Automation(Model):
+    """A user-written rule: files that match get the action."""
+
+    name: str = Field(min_length=1)
+    enabled: bool = True
+    match: Match = Field(default_factory=Match)  # type: ignore[arg-type]
+    action: ActionConfig
+
+
+class ServerConfig(Model):
+    host: str = "127.0.0.1"
+    port: int = Field(8765, ge=1, le=65535)
+
+
+class RetentionConfig(Model):
+    days: int = Field(90, ge=1, description="Raw events older than this are deleted.")
+    max_mb: int = Field(500, ge=1, description="Oldest raw events go first past this size.")
+
+
+class Config(Model):
+    """The whole config file."""
+
+    version: int = CONFIG_VERSION
+    folders: list[FolderConfig] = Field(default_factory=list)
+    destinations: list[UserPath] = Field(
+        default_factory=list,
+        description="Roots where a file moved from an opt-in folder counts as the user filing it.",
+    )
+    automations: list[Automation] = Field(default_factory=list)
+    filesystem: FilesystemConfig = Field(default_factory=FilesystemConfig)  # type: ignore[arg-type]
+    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)  # type: ignore[arg-type]
+
+    _expand = field_validator("destinations", mode="before")(
+        lambda v: [expand_path(p) for p in v] if isinstance(v, list) else v
+    )
+
+    @field_validator("automations")
+    @classmethod
+    def _unique_names(cls, value: list[Automation]) -> list[Automation]:
+        seen: set[str] = set()
+        for automation in value:
+            if automation.name in seen:
+                raise ValueError(f"two automations are named {automation.name!r}")
+            seen.add(automation.name)
+        return value
+
+    @classmethod
+    def from_path(cls, path: Path) -> Config:
+        """Read and validate one YAML file; any problem raises a ConfigError naming it."""
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(path, [f"cannot read: {exc.strerror or exc}"]) from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(path, [f"{where}not valid YAML ({problem})"]) from exc
+        return cls.from_data({} if data is None else data, path)
+
+    @classmethod
+    def from_data(cls, data: Any, path: object = "<config>") -> Config:
+        if not isinstance(data, dict):
+            raise ConfigError(path, [f"the file must be a mapping of keys, got {_show(data)}"])
+        data = migrate(data, path)
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(path, [_describe(err) for err in exc.errors()]) from None
+
+    @classmethod
+    def schema_json(cls) -> dict[str, Any]:
+        return cls.model_json_schema()
+
+
+# Config migrations: MIGRATIONS[n] turns a version-n mapping into version n+1.
+MIGRATIONS: dict[int, Any] = {}
+
+
+def migrate(data: dict[str, Any], path: object) -> dict[str, Any]:
+    version = data.get("version", CONFIG_VERSION)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ConfigError(path, [f"version: must be a whole number >= 1 (got {_show(version)})"])
+    if version > CONFIG_VERSION:
+        raise ConfigError(
+            path,
+            [f"version: {version} is newer than this stillroom reads ({CONFIG_VERSION}); upgrade"],
+        )
+    while version < CONFIG_VERSION:
+        data = MIGRATIONS[version](data)
+        version += 1
+        data["version"] = version
+    return data
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+ACTION_KINDS = ("move", "rename", "copy", "convert_image", "command")
+
+
+def _clean_loc(raw: tuple[int | str, ...]) -> tuple[int | str, ...]:
+    """Drop pydantic's own loc parts: validator names and the union tag after `action`."""
+    loc: list[int | str] = []
+    for part in raw:
+        if isinstance(part, str) and part.startswith("function-"):
+            continue
+        if loc and loc[-1] == "action" and part in ACTION_KINDS:
+            continue
+        loc.append(part)
+    return tuple(loc)
+
+
+def _describe(err: Any) -> str:
+    loc = _clean_loc(err["loc"])
+    kind, value = err["type"], err.get("input")
+    if kind == "union_tag_invalid":
+        allowed = err["ctx"]["expected_tags"].replace("'", "")
+        return f"{_key_path((*loc, 'kind'))}: {_show(err['ctx']['tag'])} is not one of {allowed}"
+    if kind == "union_tag_not_found":
+        return f"{_key_path(loc)}: missing key 'kind'"
+    if kind == "extra_forbidden":
+        return f"{_key_path(loc)}: unknown key"
+    if kind == "missing":
+        return f"{_key_path(loc)}: missing"
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{_key_path(loc)}: {message} (got {_show(value)})"
+
+
+def default_config_text() -> str:
+    return resources.files("stillroom.configs").joinpath("default.yaml").read_text("utf-8")
+
+
+def config_path(explicit: Path | None = None, paths: Paths | None = None) -> Path:
+    """--config, then STILLROOM_CONFIG, then the user's config (copied from the default)."""
+    if explicit is not None:
+        return Path(explicit)
+    if os.environ.get(ENV_CONFIG):
+        return Path(os.environ[ENV_CONFIG])
+    paths = paths or Paths.resolve()
+    target = paths.config_file
+    if not target.exists():
+        private_dir(target.parent)
+        with resources.as_file(resources.files("stillroom.configs") / "default.yaml") as src:
+            shutil.copyfile(src, target)
+        os.chmod(target, PRIVATE_FILE)
+    return target
+
+
+def load_config(explicit: Path | None = None) -> tuple[Config, Path]:
+    path = config_path(explicit)
+    return Config.from_path(path), path

@@ -1,0 +1,38 @@
+"""Every exception stillroom raises on purpose. The CLI maps them to one-line messages."""
+
+from __future__ import annotations
+
+
+class StillroomError(Exception):
+    """Base class: a failure the user can act on, with a message that says how."""
+
+    exit_code = 1
+
+
+class ConfigError(StillroomError):
+    """A config file is missing, unreadable or invalid; names the file, key path and value."""
+
+    exit_code = 2
+
+    def __init__(self, path: object, problems: list[str]) -> None:
+        self.path = str(path)
+        self.problems = problems
+        super().__init__(f"{self.path}: " + "; ".join(problems))
+
+
+class StoreError(StillroomError):
+    """The database cannot be opened or migrated."""
+
+
+class DaemonError(StillroomError):
+    """The daemon cannot start (already running, lock held) or cannot be reached."""
+
+    exit_code = 3
+
+
+class ActionError(StillroomError):
+    """A file action could not be planned, executed or undone; nothing was overwritten."""
+
+
+class UndoError(ActionError):
+    """An action cannot be undone (its effects are gone, changed, or were never ours)."""

@@ -1,0 +1,295 @@
+"""The one SQLite database: events, the action journal, settings. WAL, numbered migrations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stillroom.errors import StoreError
+from stillroom.events import Event
+from stillroom.migrations import MIGRATIONS
+from stillroom.paths import private_dir, private_file
+
+UNFINISHED = ("planned", "undoing")
+
+
+@dataclass(frozen=True)
+class ActionRecord:
+    """One journaled file action. `plan` holds everything needed to finish or undo it."""
+
+    id: int
+    at: float
+    updated: float
+    kind: str
+    state: str
+    plan: dict[str, Any]
+    automation: str | None
+    event_id: int | None
+    confidence: float | None
+    error: str | None
+
+
+class Store:
+    """Thread-safe access to the database (one connection, one lock)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        private_dir(self.path.parent)
+        private_file(self.path)
+        try:
+            self._db = sqlite3.connect(
+                self.path, timeout=30, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self._lock = threading.RLock()
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # NORMAL in WAL mode survives a killed process; only power loss can drop a commit.
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA secure_delete=ON")
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self.migrate()
+        for suffix in ("-wal", "-shm"):
+            side = Path(f"{self.path}{suffix}")
+            if side.exists():
+                side.chmod(0o600)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, tuple(args)).fetchall()
+
+    # -- schema ---------------------------------------------------------------------------
+
+    def migrate(self) -> int:
+        """Apply the migrations this database has not seen; return the schema version."""
+        with self.transaction() as db:
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied REAL NOT NULL)"
+            )
+            done = {r[0] for r in db.execute("SELECT version FROM schema_migrations")}
+            known = {number for number, _, _ in MIGRATIONS}
+            if done - known:
+                raise StoreError(
+                    f"{self.path} was written by a newer stillroom (schema {max(done)})"
+                )
+            for number, name, sql in MIGRATIONS:
+                if number in done:
+                    continue
+                for statement in sql.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations VALUES (?, ?, ?)", (number, name, time.time())
+                )
+        return max(known)
+
+    # -- events ---------------------------------------------------------------------------
+
+    def add_events(self, events: Iterable[Event]) -> list[int]:
+        """Store events in one transaction; return their ids in order."""
+        ids: list[int] = []
+        with self.transaction() as db:
+            for event in events:
+                payload = event.payload_json()
+                path = getattr(event.payload, "path", None)
+                cursor = db.execute(
+                    "INSERT INTO events (at, source, kind, path, payload, bytes)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (event.at, event.source, event.kind, path, payload, len(payload)),
+                )
+                ids.append(int(cursor.lastrowid or 0))
+        return ids
+
+    def add_event(self, event: Event) -> int:
+        return self.add_events([event])[0]
+
+    def events(
+        self, kind: str | None = None, limit: int = 100, since: float | None = None
+    ) -> list[Event]:
+        """Most recent first."""
+        sql, args = "SELECT id, source, kind, at, payload FROM events WHERE 1=1", []
+        if kind:
+            sql, args = sql + " AND kind = ?", [*args, kind]
+        if since is not None:
+            sql, args = sql + " AND at >= ?", [*args, since]
+        rows = self._query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+        return [Event.from_row(*row) for row in rows]
+
+    def event(self, event_id: int) -> Event | None:
+        rows = self._query(
+            "SELECT id, source, kind, at, payload FROM events WHERE id = ?", [event_id]
+        )
+        return Event.from_row(*rows[0]) if rows else None
+
+    def count_events(self) -> dict[str, int]:
+        rows = self._query("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")
+        return {r[0]: r[1] for r in rows}
+
+    def forget(self, older_than_days: float | None = None) -> int:
+        """Delete raw events (all, or those older than N days); the action journal stays."""
+        cutoff = time.time() - older_than_days * 86400 if older_than_days is not None else None
+        with self.transaction() as db:
+            if cutoff is None:
+                deleted = db.execute("DELETE FROM events").rowcount
+            else:
+                deleted = db.execute("DELETE FROM events WHERE at < ?", (cutoff,)).rowcount
+        self._checkpoint()
+        return deleted
+
+    def apply_retention(self, days: float, max_bytes: int) -> int:
+        """Drop events older than `days`, then the oldest until their size fits `max_bytes`."""
+        deleted = self.forget(older_than_days=days)
+        with self.transaction() as db:
+            total = db.execute("SELECT COALESCE(SUM(bytes), 0) FROM events").fetchone()[0]
+            if total > max_bytes:
+                # Walk from the oldest, keeping a running sum, and cut where the rest fits.
+                excess, cut = total - max_bytes, None
+                for row in db.execute("SELECT id, bytes FROM events ORDER BY id"):
+                    excess -= row[1]
+                    if excess <= 0:
+                        cut = row[0]
+                        break
+                if cut is not None:
+                    deleted += db.execute("DELETE FROM events WHERE id <= ?", (cut,)).rowcount
+        self._checkpoint()
+        return deleted
+
+    def _checkpoint(self) -> None:
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    # -- action journal -------------------------------------------------------------------
+
+    def journal(
+        self,
+        kind: str,
+        plan: dict[str, Any],
+        *,
+        automation: str | None = None,
+        event_id: int | None = None,
+        confidence: float | None = None,
+    ) -> ActionRecord:
+        """Write a planned action before any of its effects happen."""
+        now = time.time()
+        with self.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO actions (at, updated, kind, state, plan, automation, event_id,"
+                " confidence) VALUES (?, ?, ?, 'planned', ?, ?, ?, ?)",
+                (now, now, kind, json.dumps(plan), automation, event_id, confidence),
+            )
+            action_id = int(cursor.lastrowid or 0)
+        record = self.action(action_id)
+        assert record is not None
+        return record
+
+    def update_action(
+        self,
+        action_id: int,
+        *,
+        state: str | None = None,
+        plan: dict[str, Any] | None = None,
+        error: str | None = None,
+    ) -> ActionRecord:
+        sets, args = ["updated = ?"], [time.time()]
+        if state is not None:
+            sets, args = [*sets, "state = ?"], [*args, state]
+        if plan is not None:
+            sets, args = [*sets, "plan = ?"], [*args, json.dumps(plan)]
+        if error is not None:
+            sets, args = [*sets, "error = ?"], [*args, error]
+        with self.transaction() as db:
+            db.execute(f"UPDATE actions SET {', '.join(sets)} WHERE id = ?", (*args, action_id))
+        record = self.action(action_id)
+        if record is None:
+            raise StoreError(f"no action {action_id}")
+        return record
+
+    def action(self, action_id: int) -> ActionRecord | None:
+        rows = self._query("SELECT * FROM actions WHERE id = ?", [action_id])
+        return _action(rows[0]) if rows else None
+
+    def actions(self, limit: int = 50, states: Iterable[str] | None = None) -> list[ActionRecord]:
+        """Most recent first."""
+        sql, args = "SELECT * FROM actions", []
+        if states is not None:
+            wanted = list(states)
+            sql += f" WHERE state IN ({', '.join('?' * len(wanted))})"
+            args = wanted
+        rows = self._query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+        return [_action(r) for r in rows]
+
+    def unfinished_actions(self) -> list[ActionRecord]:
+        """Actions a crash left between journal and completion, oldest first."""
+        return list(reversed(self.actions(limit=1_000_000, states=UNFINISHED)))
+
+    def count_actions(self) -> dict[str, int]:
+        rows = self._query("SELECT state, COUNT(*) FROM actions GROUP BY state ORDER BY state")
+        return {r[0]: r[1] for r in rows}
+
+    # -- settings -------------------------------------------------------------------------
+
+    def setting(self, key: str, default: str | None = None) -> str | None:
+        rows = self._query("SELECT value FROM settings WHERE key = ?", [key])
+        return str(rows[0][0]) if rows else default
+
+    def set_setting(self, key: str, value: str) -> None:
+        with self.transaction() as db:
+            db.execute(
+                "INSERT INTO settings (key, value) VALUES (?, ?)"
+                " ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    @property
+    def paused(self) -> bool:
+        """`stillroom pause` stops every automation at once, daemon or not."""
+        return self.setting("paused", "0") == "1"
+
+    @paused.setter
+    def paused(self, value: bool) -> None:
+        self.set_setting("paused", "1" if value else "0")
+
+
+def _action(row: sqlite3.Row) -> ActionRecord:
+    return ActionRecord(
+        id=row["id"],
+        at=row["at"],
+        updated=row["updated"],
+        kind=row["kind"],
+        state=row["state"],
+        plan=json.loads(row["plan"]),
+        automation=row["automation"],
+        event_id=row["event_id"],
+        confidence=row["confidence"],
+        error=row["error"],
+    )

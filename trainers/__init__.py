@@ -1,0 +1,1 @@
+"""Distillation: data sets, students, training and evaluation (run in child processes)."""
