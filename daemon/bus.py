@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("stillroom.daemon")
 BATCH = 500
+# Events on paths journaled this recently are effects of an action, whoever ran it.
+JOURNAL_ECHO_SECONDS = 120.0
+# A file the user put back with `stillroom undo` is not acted on again for a day.
+UNDO_MEMORY_SECONDS = 86400.0
 
 
 class Dispatcher:
@@ -76,7 +81,8 @@ class Dispatcher:
 
     def handle(self, batch: list[Event]) -> None:
         """Store a batch of events, then offer each to the deciders."""
-        events = [self.echo.mark(e) for e in batch]
+        journaled = self.store.action_paths(since=time.time() - JOURNAL_ECHO_SECONDS)
+        events = [self.echo.mark(e, journaled) for e in batch]
         try:
             ids = self.store.add_events(events)
         except Exception:
@@ -96,6 +102,10 @@ class Dispatcher:
             return
         decision = decide(self.deciders, event)
         if decision is None:
+            return
+        path = event.file().path
+        if path in self.store.action_paths(time.time() - UNDO_MEMORY_SECONDS, ["undone"]):
+            log.info("%s left alone: an action on it was undone", path)
             return
         if self.store.paused:
             log.info("paused: %s would act on %s", decision.decider, event.file().path)

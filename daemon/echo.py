@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Set
 from pathlib import Path
 
 from stillroom.events import Event, FilePayload
@@ -21,8 +22,12 @@ class EchoFilter:
         with self._lock:
             self._expected[str(path)] = time.monotonic() + self.ttl
 
-    def mark(self, event: Event) -> Event:
-        """The event, flagged `by_stillroom` when one of our actions caused it."""
+    def mark(self, event: Event, journaled: Set[str] = frozenset()) -> Event:
+        """The event, flagged `by_stillroom` when one of our actions caused it.
+
+        `journaled` adds the paths of recent journal entries, so the effects of actions run
+        by another process (`stillroom apply`, `stillroom undo`) are recognised too.
+        """
         payload = event.payload
         if not isinstance(payload, FilePayload):
             return event
@@ -31,7 +36,9 @@ class EchoFilter:
             if len(self._expected) > 1000:
                 self._expected = {p: t for p, t in self._expected.items() if t > now}
             ours = any(
-                self._expected.get(p, 0.0) > now for p in (payload.path, payload.src_path) if p
+                self._expected.get(p, 0.0) > now or p in journaled
+                for p in (payload.path, payload.src_path)
+                if p
             )
         if not ours:
             return event

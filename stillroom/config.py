@@ -60,12 +60,13 @@ class FilesystemConfig(Model):
     snippet_chars: int = Field(400, ge=0, le=10_000)
 
 
+DecidedKind = Literal["file.created", "file.moved", "file.modified"]
+
+
 class Match(Model):
     """Which files a rule applies to; every given condition must hold."""
 
-    events: list[Literal["file.created", "file.moved", "file.modified"]] = Field(
-        default_factory=lambda: ["file.created"]  # type: ignore[arg-type]
-    )
+    events: list[DecidedKind] = Field(default_factory=lambda: list[DecidedKind](["file.created"]))
     folders: list[UserPath] | None = None
     extensions: list[str] | None = None
     name: list[str] | None = Field(None, description="Globs on the file name.")
@@ -134,7 +135,7 @@ class Automation(Model):
 
     name: str = Field(min_length=1)
     enabled: bool = True
-    match: Match = Field(default_factory=Match)  # type: ignore[arg-type]
+    match: Match = Field(default_factory=Match)
     action: ActionConfig
 
 
@@ -158,9 +159,9 @@ class Config(Model):
         description="Roots where a file moved from an opt-in folder counts as the user filing it.",
     )
     automations: list[Automation] = Field(default_factory=list)
-    filesystem: FilesystemConfig = Field(default_factory=FilesystemConfig)  # type: ignore[arg-type]
-    server: ServerConfig = Field(default_factory=ServerConfig)  # type: ignore[arg-type]
-    retention: RetentionConfig = Field(default_factory=RetentionConfig)  # type: ignore[arg-type]
+    filesystem: FilesystemConfig = Field(default_factory=FilesystemConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     _expand = field_validator("destinations", mode="before")(
         lambda v: [expand_path(p) for p in v] if isinstance(v, list) else v
@@ -203,7 +204,7 @@ class Config(Model):
             raise ConfigError(path, [_describe(err) for err in exc.errors()]) from None
 
     @classmethod
-    def schema_json(cls) -> dict[str, Any]:
+    def schema_dict(cls) -> dict[str, Any]:
         return cls.model_json_schema()
 
 

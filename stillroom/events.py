@@ -65,7 +65,7 @@ class Event(BaseModel):
         model = PAYLOAD_TYPES.get(kind)
         data: dict[str, Any] = json.loads(payload)
         body = model.model_validate(data) if model else GenericPayload(data=data)
-        return cls(id=id, source=source, kind=kind, at=at, payload=body)  # type: ignore[arg-type]
+        return cls(id=id, source=source, kind=kind, at=at, payload=body)
 
     def file(self) -> FilePayload:
         """The payload of a file event (raises TypeError for other kinds)."""

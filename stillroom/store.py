@@ -18,6 +18,7 @@ from stillroom.migrations import MIGRATIONS
 from stillroom.paths import private_dir, private_file
 
 UNFINISHED = ("planned", "undoing")
+PATH_KEYS = ("src", "dst", "undo_dst", "path")
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ class Store:
         self, kind: str | None = None, limit: int = 100, since: float | None = None
     ) -> list[Event]:
         """Most recent first."""
-        sql, args = "SELECT id, source, kind, at, payload FROM events WHERE 1=1", []
+        sql, args = "SELECT id, source, kind, at, payload FROM events WHERE 1=1", list[Any]()
         if kind:
             sql, args = sql + " AND kind = ?", [*args, kind]
         if since is not None:
@@ -220,7 +221,7 @@ class Store:
         plan: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> ActionRecord:
-        sets, args = ["updated = ?"], [time.time()]
+        sets, args = ["updated = ?"], list[Any]([time.time()])
         if state is not None:
             sets, args = [*sets, "state = ?"], [*args, state]
         if plan is not None:
@@ -240,7 +241,7 @@ class Store:
 
     def actions(self, limit: int = 50, states: Iterable[str] | None = None) -> list[ActionRecord]:
         """Most recent first."""
-        sql, args = "SELECT * FROM actions", []
+        sql, args = "SELECT * FROM actions", list[Any]()
         if states is not None:
             wanted = list(states)
             sql += f" WHERE state IN ({', '.join('?' * len(wanted))})"
@@ -251,6 +252,19 @@ class Store:
     def unfinished_actions(self) -> list[ActionRecord]:
         """Actions a crash left between journal and completion, oldest first."""
         return list(reversed(self.actions(limit=1_000_000, states=UNFINISHED)))
+
+    def action_paths(self, since: float, states: Iterable[str] | None = None) -> set[str]:
+        """Every path named by actions updated since then (their events are stillroom's own)."""
+        sql, args = "SELECT plan FROM actions WHERE updated >= ?", list[Any]([since])
+        if states is not None:
+            wanted = list(states)
+            sql += f" AND state IN ({', '.join('?' * len(wanted))})"
+            args += wanted
+        paths: set[str] = set()
+        for row in self._query(sql, args):
+            plan = json.loads(row[0])
+            paths.update(str(plan[k]) for k in PATH_KEYS if plan.get(k))
+        return paths
 
     def count_actions(self) -> dict[str, int]:
         rows = self._query("SELECT state, COUNT(*) FROM actions GROUP BY state ORDER BY state")

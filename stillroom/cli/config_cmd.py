@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from stillroom.cli.options import ConfigOption, console, get_config
-from stillroom.config import Config
+from stillroom.config import Config, config_path
 
 app = typer.Typer(help="Check, show and explain the config file.", no_args_is_help=True)
 
@@ -33,14 +33,13 @@ def check(
 @app.command()
 def schema() -> None:
     """Print the JSON schema of the config file."""
-    console.print_json(json.dumps(Config.schema_json()))
+    console.print_json(json.dumps(Config.schema_dict()))
 
 
 @app.command()
 def path(config: ConfigOption = None) -> None:
-    """Print which config file is used."""
-    _, where = get_config(config)
-    console.print(str(where))
+    """Print which config file is used (without checking it)."""
+    console.print(str(config_path(config)))
 
 
 @app.command()

@@ -12,8 +12,8 @@ from stillroom.config import ENV_CONFIG, Config, load_config
 from stillroom.paths import Paths
 from stillroom.store import Store
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None,

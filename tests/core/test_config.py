@@ -152,7 +152,7 @@ def test_environment_and_explicit_paths_win(
 
 
 def test_schema_lists_every_action_kind() -> None:
-    schema = Config.schema_json()
+    schema = Config.schema_dict()
     text = str(schema)
     for kind in ("move", "rename", "copy", "convert_image", "command"):
         assert f"'const': '{kind}'" in text

@@ -92,6 +92,20 @@ def test_rule_moves_new_file_and_undo_puts_it_back(daemon: DaemonHarness) -> Non
     assert undo.returncode == 0, undo.stderr
     assert (daemon.downloads / "paper.pdf").read_bytes() == b"new paper"
     assert not target.exists()
+    # The daemon sees the file come back as stillroom's own doing and leaves it alone.
+    back = str(daemon.downloads / "paper.pdf")
+    returned = daemon.wait(
+        lambda: [
+            e
+            for e in daemon.events("file.moved") + daemon.events("file.created")
+            if e["path"] == back and e.get("src_path") != back and e["by_stillroom"]
+        ],
+        what="the undone file seen back",
+    )
+    assert returned
+    time.sleep(1.5)
+    assert (daemon.downloads / "paper.pdf").exists() and not target.exists()
+    assert len(daemon.query("SELECT id FROM actions")) == 1
     log = daemon.cli("log")
     assert "pdfs" in log.stdout and "undone" in log.stdout
     daemon.stop(proc)

@@ -1,0 +1,93 @@
+"""command: an argument list (never a shell), the event on stdin, failures and timeouts."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import TypeAdapter
+
+from stillroom.config import ActionConfig
+from stillroom.errors import ActionError, UndoError
+from stillroom.events import Event, FileFeatures, FilePayload
+from stillroom.service.hooks.executor import Executor
+
+ACTION: TypeAdapter[Any] = TypeAdapter(ActionConfig)
+Snapshot = Callable[..., dict[str, bytes]]
+
+
+def action(**fields: Any) -> Any:
+    return ACTION.validate_python(fields)
+
+
+def file_event(path: Path, at: float | None = None) -> Event:
+    features = FileFeatures(
+        name=path.name, extension="bin", mime="application/octet-stream", size=path.stat().st_size
+    )
+    payload = FilePayload(path=str(path), root=str(path.parent), features=features)
+    return Event(
+        source="filesystem", kind="file.created", payload=payload, at=at or time.time(), id=7
+    )
+
+
+RECORDER = (
+    "import json, sys; "
+    "open(sys.argv[-1], 'w').write(json.dumps({'argv': sys.argv[1:-1], 'stdin': sys.stdin.read()}))"
+)
+
+
+def test_command_gets_argv_without_a_shell_and_the_event_on_stdin(
+    tmp_path: Path, tree: Path, executor: Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)  # where a shell would have run `touch pwned`
+    name = "a b; touch pwned $(touch pwned2) `touch pwned3`.txt"
+    src = tree / "inbox" / name
+    src.write_text("x")
+    out = tmp_path / "seen.json"
+    config = action(kind="command", argv=[sys.executable, "-c", RECORDER, "{path}", str(out)])
+    event = file_event(src)
+    record = executor.run(executor.plan(config, src, event), event_id=7)
+    assert record.state == "done", record.error
+    seen = json.loads(out.read_text())
+    assert seen["argv"] == [str(src)]
+    assert json.loads(seen["stdin"])["payload"]["path"] == str(src)
+    assert not list(tmp_path.glob("pwned*"))
+    assert record.plan["returncode"] == 0
+
+    executor.run(executor.plan(config, src))  # no event: stdin is {"path": ...}
+    assert json.loads(json.loads(out.read_text())["stdin"]) == {"path": str(src)}
+
+
+def test_command_failure_and_timeout_are_failed_states(tree: Path, executor: Executor) -> None:
+    src = tree / "inbox" / "notes.txt"
+    failing = action(
+        kind="command",
+        argv=[sys.executable, "-c", "import sys; sys.stderr.write('boom at the end'); sys.exit(3)"],
+    )
+    record = executor.run(executor.plan(failing, src))
+    assert record.state == "failed"
+    assert record.error == "exit status 3: boom at the end"
+    slow = action(
+        kind="command", argv=[sys.executable, "-c", "import time; time.sleep(30)"], timeout=0.5
+    )
+    started = time.monotonic()
+    record = executor.run(executor.plan(slow, src))
+    assert record.state == "failed" and "timed out after 0.5 s" in (record.error or "")
+    assert time.monotonic() - started < 10
+
+
+def test_command_not_found_and_not_undoable(tree: Path, executor: Executor) -> None:
+    src = tree / "inbox" / "notes.txt"
+    with pytest.raises(ActionError, match="command not found"):
+        executor.plan(action(kind="command", argv=["no-such-program-xyz", "{path}"]), src)
+    record = executor.run(executor.plan(action(kind="command", argv=["true"]), src))
+    assert record.state == "done"
+    with pytest.raises(UndoError, match="a command's effects are your own; stillroom cannot"):
+        executor.undo(record.id)
+    with pytest.raises(UndoError, match="no action to undo"):
+        executor.undo()  # the only done action is a command
