@@ -9,30 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic import TypeAdapter
+from factories import action, file_event
 
-from stillroom.config import ActionConfig
 from stillroom.errors import ActionError
-from stillroom.events import Event, FileFeatures, FilePayload
 from stillroom.service.hooks.executor import Executor
 from stillroom.store import Store
 
-ACTION: TypeAdapter[Any] = TypeAdapter(ActionConfig)
 Snapshot = Callable[..., dict[str, bytes]]
-
-
-def action(**fields: Any) -> Any:
-    return ACTION.validate_python(fields)
-
-
-def file_event(path: Path, at: float | None = None) -> Event:
-    features = FileFeatures(
-        name=path.name, extension="bin", mime="application/octet-stream", size=path.stat().st_size
-    )
-    payload = FilePayload(path=str(path), root=str(path.parent), features=features)
-    return Event(
-        source="filesystem", kind="file.created", payload=payload, at=at or time.time(), id=7
-    )
 
 
 # -- move -------------------------------------------------------------------------------

@@ -7,32 +7,14 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
-from pydantic import TypeAdapter
+from factories import action, file_event
 
-from stillroom.config import ActionConfig
 from stillroom.errors import ActionError, UndoError
-from stillroom.events import Event, FileFeatures, FilePayload
 from stillroom.service.hooks.executor import Executor
 
-ACTION: TypeAdapter[Any] = TypeAdapter(ActionConfig)
 Snapshot = Callable[..., dict[str, bytes]]
-
-
-def action(**fields: Any) -> Any:
-    return ACTION.validate_python(fields)
-
-
-def file_event(path: Path, at: float | None = None) -> Event:
-    features = FileFeatures(
-        name=path.name, extension="bin", mime="application/octet-stream", size=path.stat().st_size
-    )
-    payload = FilePayload(path=str(path), root=str(path.parent), features=features)
-    return Event(
-        source="filesystem", kind="file.created", payload=payload, at=at or time.time(), id=7
-    )
 
 
 RECORDER = (
