@@ -85,7 +85,7 @@ class Dispatcher:
         events = [self.echo.mark(e, journaled) for e in batch]
         try:
             ids = self.store.add_events(events)
-        except Exception:
+        except Exception:  # disk full or a locked database: say so loudly, keep the daemon up
             log.exception("could not store %d events", len(events))
             return
         self.stored += len(ids)
@@ -94,7 +94,7 @@ class Dispatcher:
                 self._act(event, event_id)
             except StillroomError as exc:
                 log.warning("event %d (%s): %s", event_id, event.kind, exc)
-            except Exception:
+            except Exception:  # one bad event must not stop the next: log it with its traceback
                 log.exception("event %d (%s) failed; carrying on", event_id, event.kind)
 
     def _act(self, event: Event, event_id: int) -> None:

@@ -165,7 +165,7 @@ class FilesystemMonitor(Monitor):
     def _guard(self, work: Callable[..., object], *args: object) -> None:
         try:
             work(*args)
-        except Exception:
+        except Exception:  # the worker must outlive one bad file: log with traceback, go on
             logger.exception("filesystem monitor: %s failed; carrying on", work.__name__)
 
     def _dispatch(self, item: object) -> None:
