@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: an unpinned resolve would pull a multi-GB CUDA build.
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev]'
+	$(PIP) install -q -c constraints.txt -e '.[dev,ml]'
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -12,6 +12,7 @@ from types import FrameType
 
 from stillroom.config import Config
 from stillroom.daemon.bus import Dispatcher
+from stillroom.daemon.children import Children
 from stillroom.daemon.echo import EchoFilter
 from stillroom.daemon.lock import InstanceLock
 from stillroom.daemon.scheduler import make_scheduler, retention_job
@@ -53,7 +54,8 @@ class Daemon:
         dispatcher = Dispatcher(
             store, executor, echo, deciders_from_config(self.config), dry_run=self.dry_run
         )
-        scheduler = make_scheduler(store, lambda: self.config)
+        children = Children(self.paths.logs_dir, self.config_path)
+        scheduler = make_scheduler(store, lambda: self.config, children)
         self._install_signals()
         dispatcher.start()
         scheduler.start()
@@ -74,6 +76,7 @@ class Daemon:
         finally:
             log.info("stopping")
             self._stop_monitors()
+            children.stop()
             scheduler.shutdown(wait=True)
             dispatcher.stop()
             log.info("stopped; %d events recorded this run", dispatcher.stored)

@@ -139,6 +139,17 @@ class Automation(Model):
     action: ActionConfig
 
 
+class DetectorConfig(Model):
+    """When repeated behaviour becomes a candidate task."""
+
+    min_support: int = Field(20, ge=2, description="Events a task needs before it is proposed.")
+    min_days: int = Field(2, ge=1, description="Distinct days those events must span.")
+    min_cluster_size: int = Field(3, ge=2, description="HDBSCAN: smallest group of signatures.")
+    max_labels: int = Field(50, ge=2, description="More distinct outcomes than this: not classify.")
+    min_label_count: int = Field(3, ge=1, description="Classify needs each label seen this often.")
+    interval_minutes: int = Field(60, ge=1, description="How often the daemon runs detection.")
+
+
 class ServerConfig(Model):
     host: str = "127.0.0.1"
     port: int = Field(8765, ge=1, le=65535)
@@ -160,6 +171,7 @@ class Config(Model):
     )
     automations: list[Automation] = Field(default_factory=list)
     filesystem: FilesystemConfig = Field(default_factory=FilesystemConfig)
+    detector: DetectorConfig = Field(default_factory=DetectorConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 

@@ -36,3 +36,11 @@ class ActionError(StillroomError):
 
 class UndoError(ActionError):
     """An action cannot be undone (its effects are gone, changed, or were never ours)."""
+
+
+class TaskError(StillroomError):
+    """A task does not exist, exists already, or cannot be trained or run as asked."""
+
+
+class ModelError(StillroomError):
+    """A model version's files are missing, changed since training, or unreadable."""

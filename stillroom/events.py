@@ -64,7 +64,7 @@ class Event(BaseModel):
     def from_row(cls, id: int, source: str, kind: str, at: float, payload: str) -> Event:
         model = PAYLOAD_TYPES.get(kind)
         data: dict[str, Any] = json.loads(payload)
-        body = model.model_validate(data) if model else GenericPayload(data=data)
+        body = (model or GenericPayload).model_validate(data)
         return cls(id=id, source=source, kind=kind, at=at, payload=body)
 
     def file(self) -> FilePayload:
@@ -75,7 +75,6 @@ class Event(BaseModel):
 
 
 class GenericPayload(Payload):
-    """A payload of a kind this version has no model for (kept as stored)."""
+    """A payload of a kind this version has no model for, kept as stored (flat keys)."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    data: dict[str, Any] = Field(default_factory=dict)

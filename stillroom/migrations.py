@@ -41,4 +41,95 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        2,
+        "tasks, examples, model versions, candidates, predictions, proposals, embeddings",
+        """
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL CHECK (kind IN ('classify', 'extract', 'generate')),
+            instruction TEXT,
+            origin TEXT NOT NULL,
+            spec TEXT NOT NULL,
+            state TEXT NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL
+        );
+
+        CREATE TABLE examples (
+            id INTEGER PRIMARY KEY,
+            task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+            input TEXT NOT NULL,
+            output TEXT NOT NULL,
+            source TEXT NOT NULL
+                CHECK (source IN ('user', 'teacher', 'synthetic', 'correction')),
+            event_id INTEGER,
+            at REAL NOT NULL,
+            input_hash TEXT NOT NULL,
+            UNIQUE (task_id, input_hash, output)
+        );
+        CREATE INDEX examples_task ON examples(task_id);
+
+        CREATE TABLE model_versions (
+            id INTEGER PRIMARY KEY,
+            task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+            version INTEGER NOT NULL,
+            student TEXT NOT NULL,
+            path TEXT NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('candidate', 'shadow', 'active', 'retired', 'rejected')),
+            metrics TEXT NOT NULL,
+            guarantee TEXT NOT NULL,
+            created REAL NOT NULL,
+            updated REAL NOT NULL,
+            UNIQUE (task_id, version)
+        );
+
+        CREATE TABLE candidates (
+            id INTEGER PRIMARY KEY,
+            signature TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL,
+            support INTEGER NOT NULL,
+            days INTEGER NOT NULL,
+            score REAL NOT NULL,
+            detail TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('new', 'queued', 'distilled', 'dismissed')),
+            task_id INTEGER REFERENCES tasks(id) ON DELETE SET NULL,
+            first_at REAL NOT NULL,
+            last_at REAL NOT NULL,
+            updated REAL NOT NULL
+        );
+
+        CREATE TABLE predictions (
+            id INTEGER PRIMARY KEY,
+            version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            event_id INTEGER,
+            mode TEXT NOT NULL CHECK (mode IN ('shadow', 'active', 'audit')),
+            input TEXT NOT NULL,
+            answer TEXT,
+            confidence REAL,
+            abstained INTEGER NOT NULL,
+            truth TEXT,
+            at REAL NOT NULL
+        );
+        CREATE INDEX predictions_version ON predictions(version_id, at);
+
+        CREATE TABLE proposals (
+            id INTEGER PRIMARY KEY,
+            task_id INTEGER NOT NULL REFERENCES tasks(id) ON DELETE CASCADE,
+            version_id INTEGER NOT NULL REFERENCES model_versions(id) ON DELETE CASCADE,
+            evidence TEXT NOT NULL,
+            state TEXT NOT NULL CHECK (state IN ('open', 'accepted', 'later', 'never')),
+            at REAL NOT NULL,
+            answered REAL
+        );
+
+        CREATE TABLE embeddings (
+            key TEXT PRIMARY KEY,
+            vector BLOB NOT NULL,
+            at REAL NOT NULL
+        );
+        """,
+    ),
 ]

@@ -84,7 +84,7 @@ class Store:
                 raise
             self._db.execute("COMMIT")
 
-    def _query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
+    def query(self, sql: str, args: Iterable[Any] = ()) -> list[sqlite3.Row]:
         with self._lock:
             return self._db.execute(sql, tuple(args)).fetchall()
 
@@ -143,17 +143,17 @@ class Store:
             sql, args = sql + " AND kind = ?", [*args, kind]
         if since is not None:
             sql, args = sql + " AND at >= ?", [*args, since]
-        rows = self._query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+        rows = self.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
         return [Event.from_row(*row) for row in rows]
 
     def event(self, event_id: int) -> Event | None:
-        rows = self._query(
+        rows = self.query(
             "SELECT id, source, kind, at, payload FROM events WHERE id = ?", [event_id]
         )
         return Event.from_row(*rows[0]) if rows else None
 
     def count_events(self) -> dict[str, int]:
-        rows = self._query("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")
+        rows = self.query("SELECT kind, COUNT(*) FROM events GROUP BY kind ORDER BY kind")
         return {r[0]: r[1] for r in rows}
 
     def forget(self, older_than_days: float | None = None) -> int:
@@ -236,7 +236,7 @@ class Store:
         return record
 
     def action(self, action_id: int) -> ActionRecord | None:
-        rows = self._query("SELECT * FROM actions WHERE id = ?", [action_id])
+        rows = self.query("SELECT * FROM actions WHERE id = ?", [action_id])
         return _action(rows[0]) if rows else None
 
     def actions(self, limit: int = 50, states: Iterable[str] | None = None) -> list[ActionRecord]:
@@ -246,7 +246,7 @@ class Store:
             wanted = list(states)
             sql += f" WHERE state IN ({', '.join('?' * len(wanted))})"
             args = wanted
-        rows = self._query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
+        rows = self.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
         return [_action(r) for r in rows]
 
     def unfinished_actions(self) -> list[ActionRecord]:
@@ -261,19 +261,19 @@ class Store:
             sql += f" AND state IN ({', '.join('?' * len(wanted))})"
             args += wanted
         paths: set[str] = set()
-        for row in self._query(sql, args):
+        for row in self.query(sql, args):
             plan = json.loads(row[0])
             paths.update(str(plan[k]) for k in PATH_KEYS if plan.get(k))
         return paths
 
     def count_actions(self) -> dict[str, int]:
-        rows = self._query("SELECT state, COUNT(*) FROM actions GROUP BY state ORDER BY state")
+        rows = self.query("SELECT state, COUNT(*) FROM actions GROUP BY state ORDER BY state")
         return {r[0]: r[1] for r in rows}
 
     # -- settings -------------------------------------------------------------------------
 
     def setting(self, key: str, default: str | None = None) -> str | None:
-        rows = self._query("SELECT value FROM settings WHERE key = ?", [key])
+        rows = self.query("SELECT value FROM settings WHERE key = ?", [key])
         return str(rows[0][0]) if rows else default
 
     def set_setting(self, key: str, value: str) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,7 +13,8 @@ from stillroom.config import ENV_CONFIG, Config, load_config
 from stillroom.paths import Paths
 from stillroom.store import Store
 
-console = Console(highlight=False, soft_wrap=True)
+# Piped output is read by scripts and tests: do not squeeze tables into 80 columns.
+console = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 ConfigOption = Annotated[

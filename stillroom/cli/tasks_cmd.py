@@ -1,0 +1,259 @@
+"""Tasks from the command line: list, show, create by hand, distil, run, detect."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from stillroom.cli.options import ConfigOption, console, get_config, open_store
+from stillroom.errors import TaskError
+from stillroom.paths import Paths
+from stillroom.registry import ModelVersion, Registry, Task
+
+app = typer.Typer(help="The tasks stillroom learned or was given.", invoke_without_command=True)
+
+
+@app.callback()
+def tasks(ctx: typer.Context) -> None:
+    """List tasks: kind, examples, version, agreement, coverage, bound, status."""
+    if ctx.invoked_subcommand is not None:
+        return
+    with open_store() as store:
+        registry = Registry(store)
+        rows = [
+            (t, registry.count_examples(t), registry.serving_version(t)) for t in registry.tasks()
+        ]
+    if not rows:
+        console.print("no tasks yet (`stillroom tasks new` makes one by hand)")
+        return
+    table = Table("task", "kind", "examples", "version", "agreement", "coverage", "bound", "status")
+    for task, count, version in rows:
+        g = version.guarantee if version else {}
+        table.add_row(
+            task.name,
+            task.kind,
+            str(count),
+            f"v{version.version}" if version else "-",
+            _pct(version.metrics.get("accuracy_test")) if version else "-",
+            _pct(g.get("coverage")) if g.get("threshold") is not None else "-",
+            _pct(g.get("bound")) if g.get("threshold") is not None else "-",
+            version.status if version else task.state,
+        )
+    console.print(table)
+
+
+@app.command()
+def show(name: str) -> None:
+    """Print a task's evaluation card."""
+    with open_store() as store:
+        registry = Registry(store)
+        task = registry.task(name)
+        versions = registry.versions(task)
+        count = registry.count_examples(task)
+    console.print(card(task, count, versions[0] if versions else None, versions))
+
+
+def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any]) -> str:
+    lines = [f"task {task.name} ({task.kind}, made by {task.origin}, {task.state})"]
+    if task.instruction:
+        lines.append(f"instruction: {task.instruction}")
+    lines.append(f"examples: {examples}; target: error <= {task.target:.0%} at 95% confidence")
+    if version is None:
+        lines.append("not trained yet: `stillroom distill " + task.name + " --now`")
+        return "\n".join(lines)
+    m, g = version.metrics, version.guarantee
+    split = m.get("split", {})
+    lines += [
+        f"version v{version.version} ({version.student}, {version.status}),"
+        f" trained on {split.get('train')} / calibrated on {split.get('calibration')}"
+        f" / tested on {split.get('test')}",
+        f"accuracy when forced to answer: {_pct(m.get('accuracy_test'))} on test,"
+        f" {_pct(m.get('accuracy_calibration'))} on calibration",
+    ]
+    if g.get("threshold") is None:
+        more = f" about {g['needed']} more labelled examples" if g.get("needed") else " better data"
+        lines.append(f"guarantee: none holds yet; it always abstains. It needs{more}.")
+    else:
+        lines.append(
+            f"guarantee: answers when confidence >= {g['threshold']:.3f} and in scope;"
+            f" error among answered <= {_pct(g['bound'])} (95% Clopper-Pearson bound,"
+            f" {g['errors']} errors in {g['answered']}); coverage {_pct(g['coverage'])}"
+        )
+        test = g.get("test") or {}
+        if test:
+            holds = "holds" if test.get("holds") else "DOES NOT hold"
+            lines.append(
+                f"on test: coverage {_pct(test.get('coverage'))}, error among answered"
+                f" {_pct(test.get('error_rate'))} ({test.get('errors')} in"
+                f" {test.get('answered')}): the bound {holds}"
+            )
+    labels = m.get("labels", {})
+    if labels:
+        lines.append("labels: " + ", ".join(f"{k} ({v})" for k, v in labels.items()))
+    lines.append("versions: " + ", ".join(f"v{v.version} {v.status}" for v in all_))
+    return "\n".join(lines)
+
+
+@app.command("new")
+def new(
+    name: str,
+    kind: Annotated[str, typer.Option(help="classify, extract or generate.")] = "classify",
+    examples: Annotated[
+        Path | None, typer.Option(help='JSON lines: {"input": ..., "output": ...}.')
+    ] = None,
+    instruction: Annotated[str | None, typer.Option(help="What the task does.")] = None,
+    target: Annotated[float, typer.Option(help="Largest error rate allowed.")] = 0.05,
+    files: Annotated[bool, typer.Option("--files", help="Inputs are file paths.")] = False,
+) -> None:
+    """Create a task from your own examples."""
+    if not 0 < target < 1:
+        raise TaskError(f"--target {target}: must be between 0 and 1")
+    rows = read_examples(examples) if examples else []
+    with open_store() as store:
+        registry = Registry(store)
+        spec = {"target": target, "input_kind": "file" if files else "text"}
+        task = registry.create_task(name, kind, instruction=instruction, spec=spec)
+        added = registry.add_examples(task, [(i, o, "user", None) for i, o in rows])
+    console.print(f"task {name} created with {added} examples")
+
+
+def read_examples(path: Path) -> list[tuple[str, str]]:
+    """Lines of {"input": ..., "output": ...}; a bad line is named by number."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise TaskError(f"{path}: cannot read ({exc.strerror})") from exc
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+            text, output = data["input"], data["output"]
+        except (ValueError, KeyError, TypeError):
+            raise TaskError(
+                f'{path}, line {number}: expected {{"input": ..., "output": ...}}'
+            ) from None
+        if not isinstance(text, str) or not isinstance(output, str):
+            raise TaskError(f"{path}, line {number}: input and output must be text")
+        rows.append((text, output))
+    return rows
+
+
+def distill(
+    name: Annotated[str | None, typer.Argument(help="Task (default: every queued one).")] = None,
+    now: Annotated[bool, typer.Option("--now", help="Train now instead of tonight.")] = False,
+) -> None:
+    """Train a task's student (or queue it for the nightly run)."""
+    with open_store() as store:
+        registry = Registry(store)
+        chosen = (
+            [registry.task(name)] if name else [t for t in registry.tasks() if t.state == "queued"]
+        )
+        if not now:
+            for task in chosen:
+                registry.update_task(task, state="queued")
+            console.print(
+                f"queued {len(chosen)} task(s) for tonight" if chosen else "nothing queued"
+            )
+            return
+        if not chosen:
+            console.print("nothing queued")
+            return
+        from stillroom.trainers.distill import distill_classifier
+        from stillroom.trainers.encoder import Encoder
+
+        encoder = Encoder(store=store)
+        for task in chosen:
+            with console.status(f"distilling {task.name}") as status:
+
+                def progress(text: str, name: str = task.name) -> None:
+                    status.update(f"{name}: {text}")
+
+                result = distill_classifier(registry, task, encoder, Paths.resolve(), progress)
+            fresh = registry.task(task.name)
+            console.print(
+                card(
+                    fresh, registry.count_examples(fresh), result.version, registry.versions(fresh)
+                )
+            )
+
+
+def run(
+    name: str,
+    text: Annotated[
+        str | None,
+        typer.Argument(metavar="INPUT", help="Text or file (default: JSON lines on stdin)."),
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Answer one input with a task's student, or abstain."""
+    with open_store() as store:
+        registry = Registry(store)
+        task = registry.task(name)
+        version = registry.serving_version(task)
+        if version is None:
+            raise TaskError(f"{name} has no trained version yet (`stillroom distill {name} --now`)")
+        from stillroom.trainers.encoder import Encoder
+        from stillroom.trainers.student import ClassifierStudent
+
+        student = ClassifierStudent(version)
+        encoder = Encoder(store=store)
+        snippet = get_config(config)[0].filesystem.snippet_chars if task.input_kind == "file" else 0
+        if text is not None:
+            (prediction,) = student.predict(encoder.encode([_input(task, text, snippet)]))
+            if prediction.abstained:
+                console.print(
+                    f"abstained: {prediction.reason} (would say {prediction.best},"
+                    f" confidence {prediction.confidence:.2f})"
+                )
+            else:
+                console.print(f"{prediction.answer}  (confidence {prediction.confidence:.2f})")
+            return
+        requests = _read_requests()
+        vectors = encoder.encode([_input(task, r["input"], snippet) for r in requests])
+        for request, prediction in zip(requests, student.predict(vectors), strict=True):
+            out: dict[str, Any] = {"id": request["id"]} if "id" in request else {}
+            out |= {
+                "answer": prediction.answer,
+                "confidence": round(prediction.confidence, 4),
+                "abstained": prediction.abstained,
+            }
+            sys.stdout.write(json.dumps(out) + "\n")
+
+
+def _input(task: Task, text: str, snippet_chars: int) -> str:
+    if task.input_kind != "file":
+        return text
+    from stillroom.inputs import file_input_text
+    from stillroom.monitors.features import file_features
+
+    path = Path(text).expanduser()
+    features = file_features(path, snippet_chars) if path.is_file() else None
+    if features is None:
+        raise TaskError(f"{text}: not a readable file ({task.name} answers about files)")
+    return file_input_text(features)
+
+
+def _read_requests() -> list[dict[str, Any]]:
+    requests = []
+    for number, line in enumerate(sys.stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            data = json.loads(line)
+        except ValueError:
+            raise TaskError(f'stdin line {number}: not JSON (expected {{"input": ...}})') from None
+        if not isinstance(data, dict) or not isinstance(data.get("input"), str):
+            raise TaskError(f'stdin line {number}: expected {{"input": "...", "id": ...}}')
+        requests.append(data)
+    return requests
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{float(value):.1%}"

@@ -1,0 +1,280 @@
+"""Tasks, their examples and their model versions: what stillroom has learned, in the store."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from stillroom.errors import TaskError
+from stillroom.store import Store
+
+TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
+KINDS = ("classify", "extract", "generate")
+SOURCES = ("user", "teacher", "synthetic", "correction")
+DEFAULT_TARGET = 0.05
+
+
+@dataclass(frozen=True)
+class Task:
+    """A job stillroom can learn: what goes in, what comes out, how sure it must be."""
+
+    id: int
+    name: str
+    kind: str
+    instruction: str | None
+    origin: str
+    spec: dict[str, Any]
+    state: str
+    created: float
+    updated: float
+
+    @property
+    def target(self) -> float:
+        """The largest error rate the task's guarantee may allow."""
+        return float(self.spec.get("target", DEFAULT_TARGET))
+
+    @property
+    def input_kind(self) -> str:
+        """'file' when inputs are files (described by their features), else 'text'."""
+        return str(self.spec.get("input_kind", "text"))
+
+
+@dataclass(frozen=True)
+class Example:
+    id: int
+    task_id: int
+    input: str
+    output: str
+    source: str
+    event_id: int | None
+    at: float
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """One trained student of a task; its files live under models/<task>/<version>/."""
+
+    id: int
+    task_id: int
+    version: int
+    student: str
+    path: str
+    status: str
+    metrics: dict[str, Any]
+    guarantee: dict[str, Any]
+    created: float
+    updated: float
+
+
+def input_hash(text: str) -> str:
+    return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+
+
+class Registry:
+    """Reads and writes tasks, examples and versions through one Store."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    # -- tasks ----------------------------------------------------------------------------
+
+    def create_task(
+        self,
+        name: str,
+        kind: str,
+        *,
+        instruction: str | None = None,
+        origin: str = "user",
+        spec: dict[str, Any] | None = None,
+    ) -> Task:
+        if not TASK_NAME.match(name):
+            raise TaskError(
+                f"task name {name!r}: use lower-case letters, digits, '.', '_' or '-' (max 64)"
+            )
+        if kind not in KINDS:
+            raise TaskError(f"task kind {kind!r}: must be one of {', '.join(KINDS)}")
+        now = time.time()
+        try:
+            with self.store.transaction() as db:
+                db.execute(
+                    "INSERT INTO tasks (name, kind, instruction, origin, spec, state, created,"
+                    " updated) VALUES (?, ?, ?, ?, ?, 'new', ?, ?)",
+                    (name, kind, instruction, origin, json.dumps(spec or {}), now, now),
+                )
+        except sqlite3.IntegrityError:
+            raise TaskError(f"a task named {name!r} exists already") from None
+        return self.task(name)
+
+    def task(self, name: str) -> Task:
+        rows = self.store.query("SELECT * FROM tasks WHERE name = ?", [name])
+        if not rows:
+            raise TaskError(f"no task named {name!r} (`stillroom tasks` lists them)")
+        return _task(rows[0])
+
+    def task_by_id(self, task_id: int) -> Task:
+        rows = self.store.query("SELECT * FROM tasks WHERE id = ?", [task_id])
+        if not rows:
+            raise TaskError(f"no task #{task_id}")
+        return _task(rows[0])
+
+    def tasks(self) -> list[Task]:
+        return [_task(r) for r in self.store.query("SELECT * FROM tasks ORDER BY name")]
+
+    def update_task(
+        self, task: Task, *, state: str | None = None, spec: dict[str, Any] | None = None
+    ) -> Task:
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE tasks SET state = COALESCE(?, state), spec = COALESCE(?, spec),"
+                " updated = ? WHERE id = ?",
+                (state, json.dumps(spec) if spec is not None else None, time.time(), task.id),
+            )
+        return self.task_by_id(task.id)
+
+    # -- examples -------------------------------------------------------------------------
+
+    def add_examples(self, task: Task, rows: Iterable[tuple[str, str, str, int | None]]) -> int:
+        """Add (input, output, source, event_id) rows; exact repeats are skipped."""
+        added, now = 0, time.time()
+        with self.store.transaction() as db:
+            for text, output, source, event_id in rows:
+                if source not in SOURCES:
+                    raise TaskError(f"example source {source!r}: one of {', '.join(SOURCES)}")
+                cursor = db.execute(
+                    "INSERT OR IGNORE INTO examples (task_id, input, output, source, event_id,"
+                    " at, input_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (task.id, text, output, source, event_id, now, input_hash(text)),
+                )
+                added += cursor.rowcount
+        return added
+
+    def examples(self, task: Task) -> list[Example]:
+        rows = self.store.query(
+            "SELECT id, task_id, input, output, source, event_id, at FROM examples"
+            " WHERE task_id = ? ORDER BY id",
+            [task.id],
+        )
+        return [Example(*r) for r in rows]
+
+    def count_examples(self, task: Task) -> int:
+        rows = self.store.query("SELECT COUNT(*) FROM examples WHERE task_id = ?", [task.id])
+        return int(rows[0][0])
+
+    # -- model versions -------------------------------------------------------------------
+
+    def next_version(self, task: Task) -> int:
+        rows = self.store.query(
+            "SELECT COALESCE(MAX(version), 0) FROM model_versions WHERE task_id = ?", [task.id]
+        )
+        return int(rows[0][0]) + 1
+
+    def add_version(
+        self,
+        task: Task,
+        version: int,
+        *,
+        student: str,
+        path: str,
+        metrics: dict[str, Any],
+        guarantee: dict[str, Any],
+        status: str = "candidate",
+    ) -> ModelVersion:
+        now = time.time()
+        with self.store.transaction() as db:
+            cursor = db.execute(
+                "INSERT INTO model_versions (task_id, version, student, path, status, metrics,"
+                " guarantee, created, updated) VALUES (?, ?, ?, ?, 'candidate', ?, ?, ?, ?)",
+                (
+                    task.id,
+                    version,
+                    student,
+                    path,
+                    json.dumps(metrics),
+                    json.dumps(guarantee),
+                    now,
+                    now,
+                ),
+            )
+            version_id = int(cursor.lastrowid or 0)
+        return (
+            self.set_status(version_id, status)
+            if status != "candidate"
+            else self.version(version_id)
+        )
+
+    def version(self, version_id: int) -> ModelVersion:
+        rows = self.store.query("SELECT * FROM model_versions WHERE id = ?", [version_id])
+        if not rows:
+            raise TaskError(f"no model version #{version_id}")
+        return _version(rows[0])
+
+    def versions(self, task: Task) -> list[ModelVersion]:
+        """Newest first."""
+        rows = self.store.query(
+            "SELECT * FROM model_versions WHERE task_id = ? ORDER BY version DESC", [task.id]
+        )
+        return [_version(r) for r in rows]
+
+    def active_version(self, task: Task) -> ModelVersion | None:
+        found = [v for v in self.versions(task) if v.status == "active"]
+        return found[0] if found else None
+
+    def serving_version(self, task: Task) -> ModelVersion | None:
+        """The version that answers: the active one, else the newest shadow, else the newest."""
+        versions = self.versions(task)
+        for status in ("active", "shadow"):
+            for version in versions:
+                if version.status == status:
+                    return version
+        return versions[0] if versions else None
+
+    def set_status(self, version_id: int, status: str) -> ModelVersion:
+        """Move a version along candidate -> shadow -> active -> retired (one active per task)."""
+        version = self.version(version_id)
+        with self.store.transaction() as db:
+            if status == "active":
+                db.execute(
+                    "UPDATE model_versions SET status = 'retired', updated = ?"
+                    " WHERE task_id = ? AND status = 'active' AND id != ?",
+                    (time.time(), version.task_id, version_id),
+                )
+            db.execute(
+                "UPDATE model_versions SET status = ?, updated = ? WHERE id = ?",
+                (status, time.time(), version_id),
+            )
+        return self.version(version_id)
+
+
+def _task(row: sqlite3.Row) -> Task:
+    return Task(
+        id=row["id"],
+        name=row["name"],
+        kind=row["kind"],
+        instruction=row["instruction"],
+        origin=row["origin"],
+        spec=json.loads(row["spec"]),
+        state=row["state"],
+        created=row["created"],
+        updated=row["updated"],
+    )
+
+
+def _version(row: sqlite3.Row) -> ModelVersion:
+    return ModelVersion(
+        id=row["id"],
+        task_id=row["task_id"],
+        version=row["version"],
+        student=row["student"],
+        path=row["path"],
+        status=row["status"],
+        metrics=json.loads(row["metrics"]),
+        guarantee=json.loads(row["guarantee"]),
+        created=row["created"],
+        updated=row["updated"],
+    )

@@ -1,0 +1,54 @@
+"""Tasks, examples and model versions in the store."""
+
+from __future__ import annotations
+
+import pytest
+
+from stillroom.errors import TaskError
+from stillroom.registry import Registry
+from stillroom.store import Store
+
+
+def test_task_lifecycle(store: Store) -> None:
+    registry = Registry(store)
+    task = registry.create_task("sort-downloads", "classify", spec={"target": 0.1})
+    assert task.target == 0.1 and task.input_kind == "text" and task.state == "new"
+    with pytest.raises(TaskError, match="exists already"):
+        registry.create_task("sort-downloads", "classify")
+    with pytest.raises(TaskError, match="use lower-case"):
+        registry.create_task("Bad Name!", "classify")
+    with pytest.raises(TaskError, match="must be one of classify, extract, generate"):
+        registry.create_task("x", "dance")
+    with pytest.raises(TaskError, match="no task named 'nope'"):
+        registry.task("nope")
+    assert registry.update_task(task, state="queued").state == "queued"
+
+
+def test_examples_skip_exact_repeats(store: Store) -> None:
+    registry = Registry(store)
+    task = registry.create_task("t", "classify")
+    rows = [("a", "x", "user", None), ("a", "x", "user", None), ("a", "y", "correction", 3)]
+    assert registry.add_examples(task, rows) == 2
+    assert [(e.input, e.output, e.source) for e in registry.examples(task)] == [
+        ("a", "x", "user"),
+        ("a", "y", "correction"),
+    ]
+    with pytest.raises(TaskError, match="example source 'guess'"):
+        registry.add_examples(task, [("b", "x", "guess", None)])
+
+
+def test_one_active_version_per_task(store: Store) -> None:
+    registry = Registry(store)
+    task = registry.create_task("t", "classify")
+    first = registry.add_version(
+        task, 1, student="s", path="/m/1", metrics={}, guarantee={}, status="active"
+    )
+    assert registry.next_version(task) == 2
+    second = registry.add_version(
+        task, 2, student="s", path="/m/2", metrics={"a": 1}, guarantee={}, status="shadow"
+    )
+    assert registry.serving_version(task) == first
+    registry.set_status(second.id, "active")
+    assert registry.version(first.id).status == "retired"
+    assert registry.active_version(task) == registry.version(second.id)
+    assert [v.version for v in registry.versions(task)] == [2, 1]

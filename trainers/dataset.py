@@ -1,0 +1,76 @@
+"""A task's data set: deduplicated examples, split train / calibration / test by label."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from stillroom.registry import Example, input_hash
+
+SHARES = (0.5, 0.3, 0.2)  # train, calibration, test
+
+
+@dataclass(frozen=True)
+class Item:
+    """One input and the output it should get."""
+
+    input: str
+    output: str
+
+
+@dataclass(frozen=True)
+class Split:
+    train: list[Item]
+    calibration: list[Item]
+    test: list[Item]
+
+    def sizes(self) -> dict[str, int]:
+        return {
+            "train": len(self.train),
+            "calibration": len(self.calibration),
+            "test": len(self.test),
+        }
+
+
+def dedupe(examples: Sequence[Example]) -> list[Item]:
+    """One item per distinct input; when the same input got different outputs, the latest wins
+    (a correction or the user's newer habit)."""
+    latest: dict[str, Example] = {}
+    for example in examples:
+        key = input_hash(example.input)
+        if key not in latest or (example.at, example.id) >= (latest[key].at, latest[key].id):
+            latest[key] = example
+    return [Item(e.input, e.output) for e in sorted(latest.values(), key=lambda e: e.id)]
+
+
+def stratified_split(
+    items: Sequence[Item], shares: tuple[float, float, float] = SHARES, seed: int = 0
+) -> Split:
+    """Split each label's items by `shares`; a label's first item always goes to train, so
+    every label can be learned, and rounding is carried across labels to keep the totals."""
+    rng = random.Random(seed)
+    by_label: dict[str, list[Item]] = defaultdict(list)
+    for item in items:
+        by_label[item.output].append(item)
+    train: list[Item] = []
+    calibration: list[Item] = []
+    test: list[Item] = []
+    carry = [0.0, 0.0]
+    for label in sorted(by_label):
+        group = by_label[label][:]
+        rng.shuffle(group)
+        train.append(group[0])
+        rest = group[1:]
+        want_cal = len(group) * shares[1] + carry[0]
+        want_test = len(group) * shares[2] + carry[1]
+        n_cal = min(len(rest), int(want_cal))
+        n_test = min(len(rest) - n_cal, int(want_test))
+        carry = [want_cal - n_cal, want_test - n_test]
+        calibration += rest[:n_cal]
+        test += rest[n_cal : n_cal + n_test]
+        train += rest[n_cal + n_test :]
+    for part in (train, calibration, test):
+        rng.shuffle(part)
+    return Split(train, calibration, test)

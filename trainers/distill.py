@@ -1,0 +1,135 @@
+"""Distil one task: data set -> student -> guarantee on held-out data -> a registered version."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from stillroom.errors import TaskError
+from stillroom.manifest import write_manifest
+from stillroom.paths import Paths, private_dir
+from stillroom.registry import ModelVersion, Registry, Task
+from stillroom.trainers.calibration import (
+    Guarantee,
+    check_on_test,
+    fit_guarantee,
+    fit_radius,
+    nearest_distance,
+)
+from stillroom.trainers.classifier import STUDENT, train_head
+from stillroom.trainers.dataset import SHARES, Split, dedupe, stratified_split
+from stillroom.trainers.encoder import ENCODER_ID, Encoder
+
+DEFAULT_MIN_COVERAGE = 0.25
+Progress = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Distilled:
+    version: ModelVersion
+    guarantee: Guarantee
+    passed: bool
+
+
+def distill_classifier(
+    registry: Registry,
+    task: Task,
+    encoder: Encoder,
+    paths: Paths,
+    progress: Progress = lambda _: None,
+) -> Distilled:
+    """Train, calibrate, test and register a new version of a classify task."""
+    if task.kind != "classify":
+        raise TaskError(f"{task.name} is a {task.kind} task; this student classifies")
+    items = dedupe(registry.examples(task))
+    labels = Counter(item.output for item in items)
+    if len(items) < 4 or len(labels) < 2:
+        raise TaskError(
+            f"{task.name} has {len(items)} distinct examples and {len(labels)} label(s);"
+            " a classifier needs at least 4 examples and 2 labels"
+        )
+    split = stratified_split(items)
+    started = time.perf_counter()
+    progress(f"embedding {len(items)} examples")
+    vectors = {name: encoder.encode([i.input for i in part]) for name, part in _parts(split)}
+    progress(f"training the head on {len(split.train)} examples")
+    head = train_head(vectors["train"], [i.output for i in split.train])
+    trained_in = time.perf_counter() - started
+
+    def score(name: str) -> tuple[Any, Any, Any]:
+        part = dict(_parts(split))[name]
+        probs = head.probabilities(vectors[name])
+        answers = [head.labels[j] for j in probs.argmax(axis=1)] if len(part) else []
+        correct = np.array([a == i.output for a, i in zip(answers, part, strict=True)], dtype=bool)
+        distance = nearest_distance(head.train_vectors, vectors[name])
+        return probs.max(axis=1) if len(part) else np.zeros(0), correct, distance
+
+    progress("calibrating the guarantee")
+    cal_conf, cal_correct, cal_distance = score("calibration")
+    radius = fit_radius(head.train_vectors, vectors["calibration"])
+    guarantee = fit_guarantee(
+        cal_conf,
+        cal_correct,
+        target=task.target,
+        distance=cal_distance,
+        radius=radius,
+        calibration_share=SHARES[1],
+    )
+    test_conf, test_correct, test_distance = score("test")
+    guarantee = check_on_test(guarantee, test_conf, test_correct, test_distance)
+    min_coverage = float(task.spec.get("min_coverage", DEFAULT_MIN_COVERAGE))
+    passed = guarantee.passed(min_coverage)
+    metrics = {
+        "examples": len(items),
+        "split": split.sizes(),
+        "labels": dict(labels.most_common()),
+        "accuracy_calibration": _mean(cal_correct),
+        "accuracy_test": _mean(test_correct),
+        "train_seconds": round(trained_in, 3),
+        "min_coverage": min_coverage,
+    }
+    number = registry.next_version(task)
+    folder = private_dir(paths.models_dir / task.name / f"v{number}")
+    try:
+        head.save(folder, {"encoder": ENCODER_ID})
+        write_manifest(
+            folder,
+            task=task.name,
+            kind=task.kind,
+            version=number,
+            student=STUDENT,
+            base=ENCODER_ID,
+            metrics=metrics,
+            guarantee=guarantee.to_dict(),
+        )
+        # A task made by hand is the user's own request: it goes live once its guarantee holds.
+        # Tasks stillroom found itself answer silently (shadow) until the user accepts.
+        status = ("active" if task.origin == "user" else "shadow") if passed else "candidate"
+        version = registry.add_version(
+            task,
+            number,
+            student=STUDENT,
+            path=str(folder),
+            metrics=metrics,
+            guarantee=guarantee.to_dict(),
+            status=status,
+        )
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    registry.update_task(task, state="ready" if passed else "needs-data")
+    return Distilled(version, guarantee, passed)
+
+
+def _parts(split: Split) -> list[tuple[str, Any]]:
+    return [("train", split.train), ("calibration", split.calibration), ("test", split.test)]
+
+
+def _mean(values: Any) -> float | None:
+    return round(float(np.mean(values)), 4) if len(values) else None
