@@ -16,6 +16,7 @@ from stillroom.service.hooks.deciders import Decider, decide
 from stillroom.store import Store
 
 if TYPE_CHECKING:
+    from stillroom.daemon.feedback import Feedback
     from stillroom.service.hooks.executor import Executor
 
 log = logging.getLogger("stillroom.daemon")
@@ -37,12 +38,14 @@ class Dispatcher:
         deciders: list[Decider],
         *,
         dry_run: bool = False,
+        feedback: Feedback | None = None,
     ) -> None:
         self.store = store
         self.executor = executor
         self.echo = echo
         self.deciders = deciders
         self.dry_run = dry_run
+        self.feedback = feedback
         self.queue: queue.Queue[Event] = queue.Queue()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stillroom-dispatcher", daemon=True)
@@ -81,7 +84,7 @@ class Dispatcher:
 
     def handle(self, batch: list[Event]) -> None:
         """Store a batch of events, then offer each to the deciders."""
-        journaled = self.store.action_paths(since=time.time() - JOURNAL_ECHO_SECONDS)
+        journaled = self.store.action_moves(since=time.time() - JOURNAL_ECHO_SECONDS)
         events = [self.echo.mark(e, journaled) for e in batch]
         try:
             ids = self.store.add_events(events)
@@ -89,8 +92,11 @@ class Dispatcher:
             log.exception("could not store %d events", len(events))
             return
         self.stored += len(ids)
-        for event, event_id in zip(events, ids, strict=True):
+        for stored, event_id in zip(events, ids, strict=True):
+            event = stored.model_copy(update={"id": event_id})
             try:
+                if self.feedback is not None:
+                    self.feedback.on_event(event, event_id)
                 self._act(event, event_id)
             except StillroomError as exc:
                 log.warning("event %d (%s): %s", event_id, event.kind, exc)
@@ -104,7 +110,8 @@ class Dispatcher:
         if decision is None:
             return
         path = event.file().path
-        if path in self.store.action_paths(time.time() - UNDO_MEMORY_SECONDS, ["undone"]):
+        undone = self.store.action_moves(time.time() - UNDO_MEMORY_SECONDS, ["undone"])
+        if (None, path) in undone:
             log.info("%s left alone: an action on it was undone", path)
             return
         if self.store.paused:

@@ -47,14 +47,17 @@ def _promote(store: Store, registry: Registry, row: sqlite3.Row) -> Task | None:
                 "UPDATE candidates SET task_id = ?, state = 'queued' WHERE id = ?",
                 (task.id, row["id"]),
             )
-    examples = []
+    examples, folder = [], None
     for event_id in detail.get("event_ids", []):
         event = store.event(int(event_id))
         seen = observe(event) if event is not None else None
-        if seen is None or seen.outcome is None:
+        if event is None or seen is None or seen.outcome is None:
             continue
+        folder = folder or getattr(event.payload, "root", None)
         text = seen.input if family == "file" else variable_part(seen.input)
         examples.append((text, seen.outcome, "user" if family == "file" else "teacher", event_id))
+    if family == "file" and folder and task.spec.get("folder") != folder:
+        task = registry.update_task(task, spec={**task.spec, "folder": folder})
     added = registry.add_examples(task, examples)
     if added and task.state not in ("queued", "paused", "declined"):
         task = registry.update_task(task, state="queued")

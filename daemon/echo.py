@@ -22,11 +22,13 @@ class EchoFilter:
         with self._lock:
             self._expected[str(path)] = time.monotonic() + self.ttl
 
-    def mark(self, event: Event, journaled: Set[str] = frozenset()) -> Event:
+    def mark(self, event: Event, journaled: Set[tuple[str | None, str]] = frozenset()) -> Event:
         """The event, flagged `by_stillroom` when one of our actions caused it.
 
-        `journaled` adds the paths of recent journal entries, so the effects of actions run
-        by another process (`stillroom apply`, `stillroom undo`) are recognised too.
+        An event is ours when it lands where an action was about to put a file, or when its
+        (from, to) matches a recent journal entry, so the effects of actions run by another
+        process (`stillroom apply`, `stillroom undo`) are recognised too. A later move of
+        that file (the user correcting it) lands elsewhere and stays the user's.
         """
         payload = event.payload
         if not isinstance(payload, FilePayload):
@@ -35,10 +37,9 @@ class EchoFilter:
         with self._lock:
             if len(self._expected) > 1000:
                 self._expected = {p: t for p, t in self._expected.items() if t > now}
-            ours = any(
-                self._expected.get(p, 0.0) > now or p in journaled
-                for p in (payload.path, payload.src_path)
-                if p
+            ours = (
+                self._expected.get(payload.path, 0.0) > now
+                or (payload.src_path, payload.path) in journaled
             )
         if not ours:
             return event

@@ -7,6 +7,7 @@ import logging.handlers
 import os
 import signal
 import threading
+from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
@@ -14,13 +15,18 @@ from stillroom.config import Config
 from stillroom.daemon.bus import Dispatcher
 from stillroom.daemon.children import Children
 from stillroom.daemon.echo import EchoFilter
+from stillroom.daemon.feedback import Feedback
 from stillroom.daemon.lock import InstanceLock
+from stillroom.daemon.notify import LogNotifier
+from stillroom.daemon.proposals import review
 from stillroom.daemon.scheduler import make_scheduler, retention_job
 from stillroom.errors import ConfigError
 from stillroom.monitors.base import Monitor, monitor_classes
 from stillroom.paths import Paths, private_file
 from stillroom.service.hooks.deciders import deciders_from_config
 from stillroom.service.hooks.executor import Executor
+from stillroom.service.hooks.learned import task_deciders
+from stillroom.service.students import StudentClient
 from stillroom.store import Store
 
 log = logging.getLogger("stillroom.daemon")
@@ -38,6 +44,7 @@ class Daemon:
         self._wake = threading.Event()
         self._stopping = False
         self._reload = False
+        self._refresh = False
 
     def run(self) -> None:
         with InstanceLock(self.paths.lock_file):
@@ -51,11 +58,22 @@ class Daemon:
         for record in executor.reconcile():
             log.warning("action %d was interrupted; now %s", record.id, record.state)
         retention_job(store, lambda: self.config)
-        dispatcher = Dispatcher(
-            store, executor, echo, deciders_from_config(self.config), dry_run=self.dry_run
-        )
+        self.notifier = LogNotifier()
+        self.students = StudentClient()
+        feedback = Feedback(store, self.notifier, Path.home())
+        dispatcher = Dispatcher(store, executor, echo, [], dry_run=self.dry_run, feedback=feedback)
+        self._refresh_deciders(store, dispatcher)
         children = Children(self.paths.logs_dir, self.config_path)
         scheduler = make_scheduler(store, lambda: self.config, children)
+        scheduler.add_job(
+            self._learned_job,
+            "interval",
+            seconds=self.config.detector.review_seconds,
+            args=(store, dispatcher, feedback),
+            id="learned",
+            coalesce=True,
+            max_instances=1,
+        )
         self._install_signals()
         dispatcher.start()
         scheduler.start()
@@ -73,13 +91,29 @@ class Daemon:
                 if self._reload and not self._stopping:
                     self._reload = False
                     self._reload_config(dispatcher)
+                if self._refresh and not self._stopping:
+                    self._refresh = False
+                    scheduler.modify_job("learned", next_run_time=datetime.now(UTC))
         finally:
             log.info("stopping")
             self._stop_monitors()
             children.stop()
             scheduler.shutdown(wait=True)
             dispatcher.stop()
+            self.students.close()
             log.info("stopped; %d events recorded this run", dispatcher.stored)
+
+    def _refresh_deciders(self, store: Store, dispatcher: Dispatcher) -> None:
+        """Shadow students first (silent), then the user's rules, then accepted tasks."""
+        shadows, actives = task_deciders(store, self.students, Path.home())
+        dispatcher.deciders = shadows + deciders_from_config(self.config) + actives
+
+    def _learned_job(self, store: Store, dispatcher: Dispatcher, feedback: Feedback) -> None:
+        """Every minute: settle undos and pauses, review shadows, pick up accepted tasks."""
+        feedback.check_all()
+        review(store, self.notifier)
+        self._refresh_deciders(store, dispatcher)
+        self.students.close_if_idle()
 
     def _start_monitors(self, dispatcher: Dispatcher) -> None:
         for name, cls in monitor_classes().items():
@@ -102,7 +136,7 @@ class Daemon:
             return
         self._stop_monitors()
         self.config = config
-        dispatcher.deciders = deciders_from_config(config)
+        self._refresh_deciders(dispatcher.store, dispatcher)
         self._start_monitors(dispatcher)
         log.info("config reloaded from %s", self.config_path)
 
@@ -117,7 +151,13 @@ class Daemon:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+
+        def refresh(signum: int, frame: FrameType | None) -> None:
+            self._refresh = True
+            self._wake.set()
+
         signal.signal(signal.SIGHUP, reload)
+        signal.signal(signal.SIGUSR1, refresh)
 
 
 def setup_logging(paths: Paths) -> None:
@@ -136,3 +176,8 @@ def setup_logging(paths: Paths) -> None:
     )
     handler.setFormatter(fmt)
     logger.addHandler(handler)
+    # A job that raises is reported by APScheduler's own logger: keep it in the same places.
+    jobs = logging.getLogger("apscheduler")
+    jobs.setLevel(logging.WARNING)
+    jobs.addHandler(stream)
+    jobs.addHandler(handler)

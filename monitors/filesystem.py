@@ -32,6 +32,7 @@ from stillroom.monitors.settling import Kind, Roots, Settler, Settling, configur
 
 logger = logging.getLogger(__name__)
 
+FOLLOWED = 10_000  # filed downloads whose next move (a correction) is still reported
 _STOP = object()
 _OVERFLOW = object()
 
@@ -77,6 +78,7 @@ class FilesystemMonitor(Monitor):
         self._worker: threading.Thread | None = None
         self._settler = Settler(settings.settle_seconds, settings.partial_suffixes, self._hold)
         self._pairer = Pairer(linger=settings.settle_seconds + 1.0)
+        self._followed: dict[Path, Path] = {}
 
     # lifecycle
 
@@ -242,7 +244,15 @@ class FilesystemMonitor(Monitor):
     def _on_moved(self, src: Path, dest: Path, now: float) -> None:
         dest_root = self._roots.locate(dest)
         if dest_root is None:
+            self._followed.pop(src, None)
             self._on_deleted(src, now)
+            return
+        origin = self._followed.pop(src, None)
+        if origin is not None and dest_root.destination:
+            # Filed again inside the destinations: the user correcting where it went.
+            features = file_features(dest, self.config.filesystem.snippet_chars)
+            if features is not None:
+                self._report(Report("file.moved", dest, origin, features, src))
             return
         record = self._take_unreported(src)
         if record is not None and record.kind == "created":
@@ -303,6 +313,10 @@ class FilesystemMonitor(Monitor):
             self._report(report)
 
     def _report(self, report: Report) -> None:
+        if report.kind == "file.moved" and report.root != report.path.parent:
+            dest_root = self._roots.locate(report.path)
+            if dest_root is not None and dest_root.destination:
+                self._follow(report.path, report.root)
         payload = FilePayload(
             path=str(report.path),
             root=str(report.root),
@@ -320,6 +334,12 @@ class FilesystemMonitor(Monitor):
         for path in gone:
             self._on_deleted(path, now)
         return RescanResult(len(new), len(changed), len(gone))
+
+    def _follow(self, path: Path, origin: Path) -> None:
+        """Remember where a filed download came from, so a later move of it is reported."""
+        self._followed[path] = origin
+        while len(self._followed) > FOLLOWED:
+            self._followed.pop(next(iter(self._followed)))
 
     def _pending(self, path: Path) -> bool:
         return path in self._settler or self._pairer.holds(path)

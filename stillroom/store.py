@@ -18,7 +18,6 @@ from stillroom.migrations import MIGRATIONS
 from stillroom.paths import private_dir, private_file
 
 UNFINISHED = ("planned", "undoing")
-PATH_KEYS = ("src", "dst", "undo_dst", "path")
 
 
 @dataclass(frozen=True)
@@ -253,18 +252,25 @@ class Store:
         """Actions a crash left between journal and completion, oldest first."""
         return list(reversed(self.actions(limit=1_000_000, states=UNFINISHED)))
 
-    def action_paths(self, since: float, states: Iterable[str] | None = None) -> set[str]:
-        """Every path named by actions updated since then (their events are stillroom's own)."""
+    def action_moves(
+        self, since: float, states: Iterable[str] | None = None
+    ) -> set[tuple[str | None, str]]:
+        """(from, to) of every file placement made by actions updated since then: the move
+        itself, the file it created, and its undo. Events matching one are stillroom's own."""
         sql, args = "SELECT plan FROM actions WHERE updated >= ?", list[Any]([since])
         if states is not None:
             wanted = list(states)
             sql += f" AND state IN ({', '.join('?' * len(wanted))})"
             args += wanted
-        paths: set[str] = set()
+        moves: set[tuple[str | None, str]] = set()
         for row in self.query(sql, args):
             plan = json.loads(row[0])
-            paths.update(str(plan[k]) for k in PATH_KEYS if plan.get(k))
-        return paths
+            src, dst, back = plan.get("src"), plan.get("dst"), plan.get("undo_dst")
+            if dst:
+                moves |= {(src, dst), (None, dst)}
+            if dst and back:
+                moves |= {(dst, back), (None, back)}
+        return moves
 
     def count_actions(self) -> dict[str, int]:
         rows = self.query("SELECT state, COUNT(*) FROM actions GROUP BY state ORDER BY state")

@@ -10,7 +10,14 @@ import typer
 from rich.table import Table
 
 from stillroom import __version__
-from stillroom.cli import actions_cmd, config_cmd, detect_cmd, events_cmd, tasks_cmd
+from stillroom.cli import (
+    actions_cmd,
+    config_cmd,
+    detect_cmd,
+    events_cmd,
+    proposals_cmd,
+    tasks_cmd,
+)
 from stillroom.cli.options import ConfigOption, DryRunOption, console, err_console, get_config
 from stillroom.config import ENV_CONFIG
 from stillroom.errors import StillroomError
@@ -34,6 +41,7 @@ app.add_typer(tasks_cmd.app, name="tasks")
 app.command()(tasks_cmd.distill)
 app.command()(tasks_cmd.run)
 app.command()(detect_cmd.detect)
+app.add_typer(proposals_cmd.app, name="proposals")
 
 
 @app.callback()

@@ -42,7 +42,7 @@ def tasks(ctx: typer.Context) -> None:
             _pct(version.metrics.get("accuracy_test")) if version else "-",
             _pct(g.get("coverage")) if g.get("threshold") is not None else "-",
             _pct(g.get("bound")) if g.get("threshold") is not None else "-",
-            version.status if version else task.state,
+            task.state if task.state in ("paused", "declined") or not version else version.status,
         )
     console.print(table)
 
@@ -97,6 +97,31 @@ def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any
         lines.append("labels: " + ", ".join(f"{k} ({v})" for k, v in labels.items()))
     lines.append("versions: " + ", ".join(f"v{v.version} {v.status}" for v in all_))
     return "\n".join(lines)
+
+
+@app.command()
+def pause(name: str) -> None:
+    """Stop a task from acting (its student still learns)."""
+    _set_state(name, "paused", "paused: it will not act until `stillroom tasks resume`")
+
+
+@app.command()
+def resume(name: str) -> None:
+    """Let a paused task act again."""
+    _set_state(name, "active", "resumed")
+
+
+def _set_state(name: str, state: str, said: str) -> None:
+    from stillroom.cli.proposals_cmd import wake_daemon
+
+    with open_store() as store:
+        registry = Registry(store)
+        task = registry.task(name)
+        if state == "active" and registry.active_version(task) is None:
+            raise TaskError(f"{name} has no accepted version to resume")
+        registry.update_task(task, state=state)
+    wake_daemon()
+    console.print(f"{name} {said}")
 
 
 @app.command("new")

@@ -1,0 +1,47 @@
+"""A child process that answers with classifier students, so the daemon never imports torch.
+
+Protocol: one JSON object per line on stdin, `{"version": ID, "inputs": [TEXT, ...]}`; one
+line back per request, `{"predictions": [{"answer", "confidence", "abstained", "reason",
+"best"}, ...]}` or `{"error": MESSAGE}`. `python -m stillroom.trainers.worker`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict
+from typing import Any
+
+from stillroom.errors import StillroomError
+from stillroom.paths import Paths
+from stillroom.registry import Registry
+from stillroom.store import Store
+from stillroom.trainers.encoder import Encoder
+from stillroom.trainers.student import ClassifierStudent
+
+
+def serve(store: Store) -> None:
+    registry = Registry(store)
+    students: dict[int, ClassifierStudent] = {}
+    encoder = Encoder(store=store)
+    print(json.dumps({"ready": True}), flush=True)
+    for line in sys.stdin:
+        try:
+            request: dict[str, Any] = json.loads(line)
+            version_id = int(request["version"])
+            if version_id not in students:
+                students[version_id] = ClassifierStudent(registry.version(version_id))
+            predictions = students[version_id].predict(encoder.encode(list(request["inputs"])))
+            reply: dict[str, Any] = {"predictions": [asdict(p) for p in predictions]}
+        except (StillroomError, KeyError, TypeError, ValueError) as exc:
+            reply = {"error": str(exc) or type(exc).__name__}
+        print(json.dumps(reply), flush=True)
+
+
+def main() -> None:
+    with Store(Paths.resolve().ensure().database) as store:
+        serve(store)
+
+
+if __name__ == "__main__":
+    main()
