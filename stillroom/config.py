@@ -148,6 +148,11 @@ class DetectorConfig(Model):
     max_labels: int = Field(50, ge=2, description="More distinct outcomes than this: not classify.")
     min_label_count: int = Field(3, ge=1, description="Classify needs each label seen this often.")
     interval_minutes: int = Field(60, ge=1, description="How often the daemon runs detection.")
+    learn_from_existing: bool = Field(
+        False,
+        description="With your consent, files already in the destination folders are"
+        " labelled examples too (their folder is the label).",
+    )
     review_seconds: int = Field(
         60, ge=1, description="How often the daemon reviews shadow students and live errors."
     )

@@ -15,7 +15,7 @@ def detect(config: ConfigOption = None) -> None:
     cfg, _ = get_config(config)
     with open_store() as store:
         found = run_detection(store, cfg)
-        tasks = {t.instruction: t for t in promote_candidates(store)}
+        tasks = {t.instruction: t for t in promote_candidates(store, cfg)}
     if not found:
         console.print("no repeated tasks yet")
         return
