@@ -13,7 +13,9 @@ from rich.table import Table
 from stillroom.cli.options import ConfigOption, console, get_config, open_store
 from stillroom.errors import TaskError
 from stillroom.paths import Paths
+from stillroom.predictions import live_stats
 from stillroom.registry import ModelVersion, Registry, Task
+from stillroom.store import Store
 
 app = typer.Typer(help="The tasks stillroom learned or was given.", invoke_without_command=True)
 
@@ -32,19 +34,34 @@ def tasks(ctx: typer.Context) -> None:
         console.print("no tasks yet (`stillroom tasks new` makes one by hand)")
         return
     table = Table("task", "kind", "examples", "version", "agreement", "coverage", "bound", "status")
-    for task, count, version in rows:
-        g = version.guarantee if version else {}
-        table.add_row(
-            task.name,
-            task.kind,
-            str(count),
-            f"v{version.version}" if version else "-",
-            _pct(version.metrics.get("accuracy_test")) if version else "-",
-            _pct(g.get("coverage")) if g.get("threshold") is not None else "-",
-            _pct(g.get("bound")) if g.get("threshold") is not None else "-",
-            task.state if task.state in ("paused", "declined") or not version else version.status,
-        )
+    with open_store() as store:
+        for task, count, version in rows:
+            g = version.guarantee if version else {}
+            guaranteed = g.get("threshold") is not None
+            table.add_row(
+                task.name,
+                task.kind,
+                str(count),
+                f"v{version.version}" if version else "-",
+                _agreement(store, version),
+                _pct(g.get("coverage")) if guaranteed else "-",
+                _pct(g.get("bound")) if guaranteed else "-",
+                task.state
+                if task.state in ("paused", "declined") or not version
+                else version.status,
+            )
     console.print(table)
+
+
+def _agreement(store: Store, version: ModelVersion | None) -> str:
+    """Live agreement with the user when there is some, else agreement on the test split."""
+    if version is None:
+        return "-"
+    if version.status in ("shadow", "active"):
+        live = live_stats(store, version.id, version.status)
+        if live.judged and live.agreement is not None:
+            return f"{live.agreement:.1%} live ({live.judged})"
+    return _pct(version.metrics.get("accuracy_test")) + " test"
 
 
 @app.command()
