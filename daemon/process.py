@@ -45,6 +45,7 @@ class Daemon:
         self._stopping = False
         self._reload = False
         self._refresh = False
+        self._learned: set[str] = set()
 
     def run(self) -> None:
         with InstanceLock(self.paths.lock_file):
@@ -106,6 +107,10 @@ class Daemon:
     def _refresh_deciders(self, store: Store, dispatcher: Dispatcher) -> None:
         """Shadow students first (silent), then the user's rules, then accepted tasks."""
         shadows, actives = task_deciders(store, self.students, Path.home())
+        learned = {d.name + (" (shadow)" if d in shadows else "") for d in shadows + actives}
+        if learned != self._learned:
+            log.info("learned tasks now: %s", ", ".join(sorted(learned)) or "none")
+            self._learned = learned
         dispatcher.deciders = shadows + deciders_from_config(self.config) + actives
 
     def _learned_job(self, store: Store, dispatcher: Dispatcher, feedback: Feedback) -> None:

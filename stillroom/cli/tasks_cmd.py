@@ -207,6 +207,7 @@ def distill(
         if not chosen:
             console.print("nothing queued")
             return
+        from stillroom.cli.proposals_cmd import wake_daemon
         from stillroom.trainers.distill import distill_classifier
         from stillroom.trainers.encoder import Encoder
 
@@ -224,6 +225,7 @@ def distill(
                     fresh, registry.count_examples(fresh), result.version, registry.versions(fresh)
                 )
             )
+        wake_daemon()  # a new shadow or active version starts listening now
 
 
 def run(

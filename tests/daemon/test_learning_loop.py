@@ -83,6 +83,11 @@ def test_the_whole_loop(daemon: DaemonHarness) -> None:
     assert "version v1 (minilm-logreg, shadow)" in distilled.stdout
 
     # 3. In shadow it predicts silently; the user keeps filing by hand.
+    daemon.wait(
+        lambda: "learned tasks now: task:sort-downloads (shadow)" in daemon.log(),
+        timeout=30,
+        what="the daemon listening to the shadow student",
+    )
     shadow = [(f, make_file(f, 100 + n, rng, daemon.downloads)) for n in range(5) for f in KINDS]
     daemon.wait(
         lambda: (
@@ -113,6 +118,11 @@ def test_the_whole_loop(daemon: DaemonHarness) -> None:
     accepted = daemon.cli("proposals", "accept", "1", **env)
     assert accepted.returncode == 0, accepted.stderr
     assert "accepted" in accepted.stdout
+    daemon.wait(
+        lambda: "learned tasks now: task:sort-downloads\n" in daemon.log(),
+        timeout=30,
+        what="the daemon acting on the accepted task",
+    )
 
     # 5. New downloads it is sure of are sorted; an unlike one is left alone.
     sure = [(f, make_file(f, 200 + i, rng, daemon.downloads)) for i, f in enumerate(KINDS)]
