@@ -12,6 +12,7 @@ TIERS: dict[str, list[list[str]]] = {
     "quick": [
         ["reliability.py", "--actions", "1000"],
         ["footprint.py", "--files", "10000", "--idle", "60", "--burst", "5000"],
+        ["classify.py", "--tier", "quick"],
     ],
     "full": [
         [
@@ -32,6 +33,7 @@ TIERS: dict[str, list[list[str]]] = {
             "--out",
             str(HERE / "results" / "footprint-full.json"),
         ],
+        ["classify.py", "--tier", "full"],
     ],
 }
 
