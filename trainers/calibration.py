@@ -8,7 +8,10 @@ at the first threshold whose bound exceeds the target. Inputs far from every tra
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
@@ -20,6 +23,7 @@ RADIUS_SLACK = 1.1
 MAX_DISTANCE = 2.0  # cosine distance between opposite unit vectors
 LOW_COVERAGE = 0.25  # below this the guarantee is too narrow to be useful: say what would help
 _CHUNK_CELLS = 1 << 22  # similarity cells per chunk in nearest_distance (32 MiB of float64)
+_FEW_ROWS = 64  # queries this small run their matrix product on one BLAS thread
 
 
 def clopper_pearson_upper(errors: int, n: int, delta: float = 0.05) -> float:
@@ -242,9 +246,10 @@ def nearest_distance(train_vectors: ArrayLike, vectors: ArrayLike) -> NDArray[np
     if len(train) == 0:
         return out
     step = max(1, _CHUNK_CELLS // len(train))  # bounds memory: 10k x 10k never sits in RAM
-    for start in range(0, len(query), step):
-        similarity = query[start : start + step] @ train.T
-        out[start : start + step] = 1.0 - similarity.max(axis=1)
+    with _one_blas_thread() if len(query) <= _FEW_ROWS else contextlib.nullcontext():
+        for start in range(0, len(query), step):
+            similarity = query[start : start + step] @ train.T
+            out[start : start + step] = 1.0 - similarity.max(axis=1)
     clipped: NDArray[np.float64] = np.clip(out, 0.0, MAX_DISTANCE)  # rounding can leave [0, 2]
     return clipped
 
@@ -259,6 +264,21 @@ def fit_radius(train_vectors: ArrayLike, cal_vectors: ArrayLike, quantile: float
     # like them would still land just past it; 10% slack keeps those in scope, while inputs
     # unlike anything trained on sit far beyond it.
     return float(min(np.quantile(distance, quantile) * RADIUS_SLACK, MAX_DISTANCE))
+
+
+@functools.cache
+def _blas_controller() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    return ThreadpoolController()  # scanning the loaded libraries costs a few ms: once
+
+
+@contextlib.contextmanager
+def _one_blas_thread() -> Iterator[None]:
+    """A one-input product is too small to split, and with torch's threads already busy in
+    the same process, BLAS threads waking for it turned a 11 ms answer into a 90 ms p95."""
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        yield
 
 
 def _unit_rows(vectors: ArrayLike) -> NDArray[np.float64]:

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from stillroom.errors import TaskError
 from stillroom.manifest import write_manifest
-from stillroom.paths import Paths, private_dir
+from stillroom.paths import PRIVATE_DIR, PRIVATE_FILE, Paths, private_dir
 from stillroom.registry import ModelVersion, Registry, Task
 from stillroom.trainers.calibration import (
     Guarantee,
     check_on_test,
     fit_guarantee,
     fit_radius,
+    min_answered,
     nearest_distance,
 )
 from stillroom.trainers.classifier import STUDENT, train_head
 from stillroom.trainers.dataset import SHARES, Split, dedupe, stratified_split
 from stillroom.trainers.encoder import ENCODER_ID, Encoder
+from stillroom.trainers.setfit import ENCODER_DIR, EncoderChoice, choose_encoder
 
 DEFAULT_MIN_COVERAGE = 0.25
 Progress = Callable[[str], None]
@@ -56,7 +61,35 @@ def distill_classifier(
         )
     split = stratified_split(items)
     started = time.perf_counter()
-    progress(f"embedding {len(items)} examples")
+    progress(f"embedding {len(split.train)} training examples")
+    scratch_in = private_dir(paths.models_dir / task.name)
+    with tempfile.TemporaryDirectory(prefix=".setfit-", dir=scratch_in) as scratch:
+        choice = choose_encoder(
+            task,
+            split.train,
+            encoder,
+            Path(scratch),
+            progress,
+            can_guarantee=len(split.calibration) >= min_answered(task.target),
+        )
+        try:
+            return _finish(registry, task, split, choice, paths, started, progress)
+        finally:
+            choice.release()
+
+
+def _finish(
+    registry: Registry,
+    task: Task,
+    split: Split,
+    choice: EncoderChoice,
+    paths: Paths,
+    started: float,
+    progress: Progress,
+) -> Distilled:
+    """Train the final head on the whole train split with the chosen encoder, calibrate,
+    test, and write and register the version (moving a tuned encoder into it)."""
+    encoder = choice.encoder
     vectors = {name: encoder.encode([i.input for i in part]) for name, part in _parts(split)}
     progress(f"training the head on {len(split.train)} examples")
     head = train_head(vectors["train"], [i.output for i in split.train])
@@ -85,19 +118,24 @@ def distill_classifier(
     guarantee = check_on_test(guarantee, test_conf, test_correct, test_distance)
     min_coverage = float(task.spec.get("min_coverage", DEFAULT_MIN_COVERAGE))
     passed = guarantee.passed(min_coverage)
+    labels = Counter(i.output for _, part in _parts(split) for i in part)
+    own = choice.tuned is not None
     metrics = {
-        "examples": len(items),
+        "examples": sum(labels.values()),
         "split": split.sizes(),
         "labels": dict(labels.most_common()),
         "accuracy_calibration": _mean(cal_correct),
         "accuracy_test": _mean(test_correct),
         "train_seconds": round(trained_in, 3),
         "min_coverage": min_coverage,
+        **choice.metrics,
     }
     number = registry.next_version(task)
     folder = private_dir(paths.models_dir / task.name / f"v{number}")
     try:
-        head.save(folder, {"encoder": ENCODER_ID})
+        if choice.tuned is not None:
+            _move_private(choice.tuned, folder / ENCODER_DIR)
+        head.save(folder, {"encoder": ENCODER_DIR if own else ENCODER_ID, "base": ENCODER_ID})
         write_manifest(
             folder,
             task=task.name,
@@ -105,6 +143,7 @@ def distill_classifier(
             version=number,
             student=STUDENT,
             base=ENCODER_ID,
+            encoder="own" if own else "shared",
             metrics=metrics,
             guarantee=guarantee.to_dict(),
         )
@@ -125,6 +164,13 @@ def distill_classifier(
         raise
     registry.update_task(task, state="ready" if passed else "needs-data")
     return Distilled(version, guarantee, passed)
+
+
+def _move_private(source: Path, target: Path) -> None:
+    """Move a folder into place, user-only like the rest of the models folder."""
+    shutil.move(str(source), str(target))
+    for path in [target, *target.rglob("*")]:
+        os.chmod(path, PRIVATE_DIR if path.is_dir() else PRIVATE_FILE)
 
 
 def _parts(split: Split) -> list[tuple[str, Any]]:

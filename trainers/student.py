@@ -2,29 +2,53 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
+from stillroom.errors import ModelError
 from stillroom.manifest import read_manifest
 from stillroom.registry import ModelVersion
+from stillroom.store import Store
 from stillroom.trainers.calibration import Guarantee, nearest_distance
 from stillroom.trainers.classifier import ClassifierHead, Prediction
+from stillroom.trainers.encoder import Encoder
+from stillroom.trainers.setfit import ENCODER_DIR
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
 
 class ClassifierStudent:
-    """Applies the version's guarantee: below its threshold or out of scope, it abstains."""
+    """Applies the version's guarantee: below its threshold or out of scope, it abstains.
+
+    Its inputs must be embedded by its own encoder: `encode` (or `encoder`) picks the
+    version's fine-tuned one where it carries one, else the shared MiniLM.
+    """
 
     def __init__(self, version: ModelVersion) -> None:
         folder = Path(version.path)
-        read_manifest(folder)  # raises ModelError when a file is missing or changed
+        # Raises ModelError when a file is missing, changed, or added to the encoder folder.
+        manifest = read_manifest(folder)
         self.version = version
         self.head = ClassifierHead.load(folder)
         self.guarantee = Guarantee.from_dict(version.guarantee)
+        self.encoder_path: Path | None = None  # None: the shared MiniLM
+        if manifest.get("encoder") == "own":
+            if f"{ENCODER_DIR}/model.safetensors" not in manifest.get("files", {}):
+                raise ModelError(f"{folder}: its own encoder is not listed in the manifest")
+            self.encoder_path = folder / ENCODER_DIR
+
+    def encoder(self, store: Store | None = None) -> Encoder:
+        """The encoder this version's head was trained on; `store` caches its embeddings
+        (keyed by encoder, so a tuned encoder's never mix with the shared one's)."""
+        return Encoder(self.encoder_path, store=store)
+
+    def encode(self, texts: Sequence[str], store: Store | None = None) -> NDArray[np.float32]:
+        """Embed inputs for `predict` with this version's encoder."""
+        return self.encoder(store).encode(texts)
 
     def predict(self, vectors: NDArray[np.float32]) -> list[Prediction]:
         probs = self.head.probabilities(vectors)

@@ -16,14 +16,12 @@ from stillroom.errors import StillroomError
 from stillroom.paths import Paths
 from stillroom.registry import Registry
 from stillroom.store import Store
-from stillroom.trainers.encoder import Encoder
 from stillroom.trainers.student import ClassifierStudent
 
 
 def serve(store: Store) -> None:
     registry = Registry(store)
     students: dict[int, ClassifierStudent] = {}
-    encoder = Encoder(store=store)
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         try:
@@ -31,7 +29,8 @@ def serve(store: Store) -> None:
             version_id = int(request["version"])
             if version_id not in students:
                 students[version_id] = ClassifierStudent(registry.version(version_id))
-            predictions = students[version_id].predict(encoder.encode(list(request["inputs"])))
+            student = students[version_id]
+            predictions = student.predict(student.encode(list(request["inputs"]), store))
             reply: dict[str, Any] = {"predictions": [asdict(p) for p in predictions]}
         except (StillroomError, KeyError, TypeError, ValueError) as exc:
             reply = {"error": str(exc) or type(exc).__name__}

@@ -54,11 +54,13 @@ def tasks(ctx: typer.Context) -> None:
 
 
 def _agreement(store: Store, version: ModelVersion | None) -> str:
-    """Live agreement with the user when there is some, else agreement on the test split."""
+    """Live agreement with the user when there is some, else agreement on the test split.
+    An automated move the user left in place counts as agreed, as the pause check counts it."""
     if version is None:
         return "-"
     if version.status in ("shadow", "active"):
-        live = live_stats(store, version.id, version.status)
+        active = version.status == "active"
+        live = live_stats(store, version.id, version.status, assume_right=active)
         if live.judged and live.agreement is not None:
             return f"{live.agreement:.1%} live ({live.judged})"
     return _pct(version.metrics.get("accuracy_test")) + " test"
@@ -243,11 +245,10 @@ def run(
         version = registry.serving_version(task)
         if version is None:
             raise TaskError(f"{name} has no trained version yet (`stillroom distill {name} --now`)")
-        from stillroom.trainers.encoder import Encoder
         from stillroom.trainers.student import ClassifierStudent
 
         student = ClassifierStudent(version)
-        encoder = Encoder(store=store)
+        encoder = student.encoder(store)  # its own fine-tuned encoder where it has one
         snippet = get_config(config)[0].filesystem.snippet_chars if task.input_kind == "file" else 0
         if text is not None:
             (prediction,) = student.predict(encoder.encode([_input(task, text, snippet)]))
