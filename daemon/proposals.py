@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from stillroom.binomial import breaks_bound
@@ -106,11 +108,14 @@ def _evidence(
 ) -> dict[str, Any]:
     agreement = 1 - errors / judged
     unsure = 1 - (coverage if coverage is not None else version.guarantee.get("coverage", 0))
-    where = task.spec.get("folder", "these files")
-    text = (
-        f"I can sort {where}: {agreement:.0%} agreement with your last {judged} moves;"
-        f" I'll leave the {unsure:.0%} I'm unsure of alone"
+    folder = task.spec.get("folder")
+    where = _tilde(str(folder)) if folder else "these files"
+    alone = (
+        f"I'll leave the {unsure:.0%} I'm unsure of alone"
+        if unsure >= 0.005
+        else "I was sure of every one, and will still leave alone any I'm unsure of"
     )
+    text = f"I can sort {where}: {agreement:.0%} agreement with your last {judged} moves; {alone}"
     return {
         "text": text,
         "agreement": agreement,
@@ -121,6 +126,14 @@ def _evidence(
         "test_accuracy": version.metrics.get("accuracy_test"),
         "version": version.version,
     }
+
+
+def _tilde(path: str) -> str:
+    """~/Downloads rather than /home/ada/Downloads: shorter, and no user name in a popup."""
+    home = str(Path.home())
+    if path == home or path.startswith(home + os.sep):
+        return "~" + path[len(home) :]
+    return path
 
 
 def get(store: Store, proposal_id: int) -> Proposal:

@@ -13,6 +13,7 @@ from stillroom import __version__
 from stillroom.cli import (
     actions_cmd,
     config_cmd,
+    demo_cmd,
     detect_cmd,
     events_cmd,
     proposals_cmd,
@@ -42,6 +43,7 @@ app.command()(tasks_cmd.distill)
 app.command()(tasks_cmd.run)
 app.command()(detect_cmd.detect)
 app.add_typer(proposals_cmd.app, name="proposals")
+app.command()(demo_cmd.demo)
 
 
 @app.callback()

@@ -113,7 +113,7 @@ def test_the_whole_loop(daemon: DaemonHarness) -> None:
         r"I can sort (\S+): (\d+)% agreement with your last (\d+) moves", listed.stdout
     )
     assert evidence, listed.stdout
-    assert evidence[1] == str(daemon.downloads) and int(evidence[2]) >= 95
+    assert evidence[1] == "~/Downloads" and int(evidence[2]) >= 95
     assert int(evidence[3]) >= 10
     accepted = daemon.cli("proposals", "accept", "1", **env)
     assert accepted.returncode == 0, accepted.stderr

@@ -81,7 +81,10 @@ def test_too_little_live_evidence_waits(store: Store) -> None:
     assert review(store, Recorder()) == []
 
 
-def test_agreeing_shadow_is_proposed_once_with_its_evidence(store: Store) -> None:
+def test_agreeing_shadow_is_proposed_once_with_its_evidence(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", "/elsewhere")  # a folder outside home keeps its whole path
     version_id = shadow_task(store)
     judge(store, version_id, right=30, wrong=0, unsure=3)
     assert live_stats(store, version_id, "shadow").agreement == 1.0
@@ -94,6 +97,19 @@ def test_agreeing_shadow_is_proposed_once_with_its_evidence(store: Store) -> Non
     assert notifier.notices == [Notice("proposal", "sort", proposal.text, proposal.id)]
     assert review(store, notifier) == []  # an open proposal is not repeated
     assert [p.id for p in listing(store)] == [proposal.id]
+
+
+def test_proposal_names_the_folder_from_home_and_never_says_zero_unsure(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HOME", "/home/u")
+    version_id = shadow_task(store)
+    judge(store, version_id, right=12, wrong=0)
+    (proposal,) = review(store, Recorder())
+    assert proposal.text == (
+        "I can sort ~/Downloads: 100% agreement with your last 12 moves;"
+        " I was sure of every one, and will still leave alone any I'm unsure of"
+    )
 
 
 def test_a_shadow_that_breaks_its_bound_is_rejected(store: Store) -> None:

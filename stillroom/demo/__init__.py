@@ -1,0 +1,1 @@
+"""`stillroom demo`: a narrated run of the whole loop on generated downloads."""
