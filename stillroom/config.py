@@ -158,8 +158,69 @@ class DetectorConfig(Model):
     )
 
 
+class UpstreamConfig(Model):
+    """A model provider: where the gateway forwards and what teachers call. The key is
+    better left to the environment (STILLROOM_UPSTREAM_API_KEY, ANTHROPIC_API_KEY)."""
+
+    base_url: str = Field(description="Including /v1 for OpenAI-compatible providers.")
+    api_key: str | None = Field(None, description="Prefer the environment variable.")
+    timeout_seconds: float = Field(120.0, gt=0, le=3600)
+
+
+class Price(Model):
+    """What a model costs, in US dollars per million tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+
+def _default_prices() -> dict[str, Price]:
+    return {
+        "gpt-4o-mini": Price(input=0.15, output=0.6),
+        "gpt-4o": Price(input=2.5, output=10.0),
+        "gpt-4.1-mini": Price(input=0.4, output=1.6),
+        "gpt-4.1": Price(input=2.0, output=8.0),
+        "claude-3-5-haiku": Price(input=0.8, output=4.0),
+        "claude-sonnet-4": Price(input=3.0, output=15.0),
+    }
+
+
+class GatewayConfig(Model):
+    """The OpenAI-compatible gateway: clients point their base_url at it; it records each
+    call, answers the ones a proven student is sure of, and forwards the rest."""
+
+    enabled: bool = True
+    openai: UpstreamConfig = Field(
+        default_factory=lambda: UpstreamConfig(base_url="https://api.openai.com/v1")
+    )
+    anthropic: UpstreamConfig = Field(
+        default_factory=lambda: UpstreamConfig(base_url="https://api.anthropic.com")
+    )
+    client_auth: bool = Field(
+        True, description="Pass the client's own Authorization header when no key is set."
+    )
+    audit_share: float = Field(
+        0.05, ge=0, le=1, description="Share of confident calls still forwarded as an audit."
+    )
+    prices: dict[str, Price] = Field(
+        default_factory=_default_prices,
+        description="Per model name (a prefix matches dated names), for cost estimates.",
+    )
+
+
+class TeacherConfig(Model):
+    """The large model that labels and synthesizes examples for tasks made by hand."""
+
+    provider: Literal["openai", "anthropic"] = "openai"
+    model: str = "gpt-4o-mini"
+    max_retries: int = Field(3, ge=0, le=10)
+    timeout_seconds: float = Field(60.0, gt=0, le=3600)
+
+
 class ServerConfig(Model):
-    host: str = "127.0.0.1"
+    host: str = Field(
+        "127.0.0.1", description="Anything but loopback needs the local token on every route."
+    )
     port: int = Field(8765, ge=1, le=65535)
 
 
@@ -181,6 +242,8 @@ class Config(Model):
     filesystem: FilesystemConfig = Field(default_factory=FilesystemConfig)
     detector: DetectorConfig = Field(default_factory=DetectorConfig)
     server: ServerConfig = Field(default_factory=ServerConfig)
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     _expand = field_validator("destinations", mode="before")(

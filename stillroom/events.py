@@ -38,7 +38,35 @@ class FilePayload(Payload):
     by_stillroom: bool = Field(False, description="Caused by one of stillroom's own actions.")
 
 
+class LLMCallPayload(Payload):
+    """One call to a model provider, as the gateway (or an imported log) saw it. Secrets are
+    redacted before a payload is built; `messages` and `response` are the provider's JSON."""
+
+    provider: Literal["openai", "anthropic"] = "openai"
+    endpoint: str = Field("/v1/chat/completions", description="The route called.")
+    model: str
+    messages: list[dict[str, Any]] = Field(description="Chat messages, system ones included.")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="The rest of the request: temperature, tools, ..."
+    )
+    response: dict[str, Any] | str | None = Field(
+        None, description="The response body (a chat completion), or its text when imported."
+    )
+    status: int | None = Field(200, description="HTTP status; None when it never completed.")
+    stream: bool = False
+    latency_ms: float | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cost_usd: float | None = Field(None, description="Estimated from the config's price table.")
+    answered_by: Literal["upstream", "local", "audit"] = Field(
+        "upstream", description="local: a student answered; audit: forwarded to check one."
+    )
+    task: str | None = Field(None, description="The learned task that matched, if any.")
+    origin: str = Field("gateway", description="gateway, or where an imported call came from.")
+
+
 PAYLOAD_TYPES: dict[str, type[Payload]] = {
+    "llm.call": LLMCallPayload,
     "file.created": FilePayload,
     "file.modified": FilePayload,
     "file.moved": FilePayload,
@@ -66,6 +94,12 @@ class Event(BaseModel):
         data: dict[str, Any] = json.loads(payload)
         body = (model or GenericPayload).model_validate(data)
         return cls(id=id, source=source, kind=kind, at=at, payload=body)
+
+    def llm_call(self) -> LLMCallPayload:
+        """The payload of an llm.call event (raises TypeError for other kinds)."""
+        if not isinstance(self.payload, LLMCallPayload):
+            raise TypeError(f"{self.kind} is not an llm.call event")
+        return self.payload
 
     def file(self) -> FilePayload:
         """The payload of a file event (raises TypeError for other kinds)."""

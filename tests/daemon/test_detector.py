@@ -20,7 +20,7 @@ from stillroom.daemon.detector import (
     save_candidates,
 )
 from stillroom.daemon.signatures import Observation, observe, prompt_signature
-from stillroom.events import Event, FileFeatures, FilePayload, GenericPayload
+from stillroom.events import Event, FileFeatures, FilePayload, LLMCallPayload
 from stillroom.store import Store
 from stillroom.trainers.encoder import Encoder
 
@@ -276,9 +276,15 @@ def test_run_detection_reads_the_store_and_main_prints(
     call = {
         "messages": [{"role": "user", "content": "Classify ticket #1: 'hello'"}],
         "response": "other",
+        "model": "gpt-x",
     }
     store.add_event(
-        Event(source="llm", kind="llm.call", payload=GenericPayload(data=call), at=at(5, 0))
+        Event(
+            source="llm",
+            kind="llm.call",
+            payload=LLMCallPayload.model_validate(call),
+            at=at(5, 0),
+        )
     )
     observed = observations_from_store(store)
     assert len(observed) == 61 and observed[-1].family == "prompt"

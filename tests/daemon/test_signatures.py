@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from stillroom.daemon.signatures import mask, observe, prompt_signature, split_instruction
-from stillroom.events import Event, FileFeatures, FilePayload, GenericPayload
+from stillroom.events import Event, FileFeatures, FilePayload, GenericPayload, LLMCallPayload
 from stillroom.store import Store
 
 
@@ -175,7 +175,7 @@ def test_observe_an_llm_call_as_stored(store: Store) -> None:
         "model": "gpt-x",
     }
     event_id = store.add_event(
-        Event(source="llm", kind="llm.call", payload=GenericPayload(data=data))
+        Event(source="llm", kind="llm.call", payload=LLMCallPayload.model_validate(data))
     )
     stored = store.event(event_id)
     assert stored is not None
@@ -188,5 +188,7 @@ def test_observe_an_llm_call_as_stored(store: Store) -> None:
         "prompt",
         event_id,
     )
-    empty = Event(source="llm", kind="llm.call", payload=GenericPayload(data={"model": "x"}))
+    empty = Event(source="llm", kind="llm.call", payload=LLMCallPayload(model="x", messages=[]))
     assert observe(empty) is None
+    legacy = Event(source="llm", kind="llm.call", payload=GenericPayload(data=data))
+    assert observe(legacy) is not None  # a payload kept as stored still reads
