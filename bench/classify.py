@@ -175,6 +175,8 @@ def run_one(
         "distinct": metrics["examples"],
         "split": metrics["split"],
         "own_encoder": own_encoder,
+        "encoder_bar": metrics.get("bar"),
+        "setfit": metrics.get("setfit"),
         "passed": distilled.passed,
         "status": version.status,
         "internal": {

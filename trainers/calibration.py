@@ -21,6 +21,7 @@ from scipy import stats
 
 RADIUS_SLACK = 1.1
 MAX_DISTANCE = 2.0  # cosine distance between opposite unit vectors
+NEEDED_SHARES = (0.5, 0.25, 0.1)  # confident shares examples_needed extrapolates from
 LOW_COVERAGE = 0.25  # below this the guarantee is too narrow to be useful: say what would help
 _CHUNK_CELLS = 1 << 22  # similarity cells per chunk in nearest_distance (32 MiB of float64)
 _FEW_ROWS = 64  # queries this small run their matrix product on one BLAS thread
@@ -200,28 +201,32 @@ def examples_needed(
 ) -> int | None:
     """Estimate how many more labelled examples the task needs; None if it never will.
 
-    A rough estimate, not a promise: it assumes the error rate among the most confident half
-    of the in-scope calibration items stays as observed (a clean half needs the zero-error
-    minimum), and that the student keeps answering that half. None means that rate is
-    already at or above the target, so more data of the same kind will not help.
+    A rough estimate, not a promise: for the most confident half, quarter and tenth of the
+    in-scope calibration items it assumes their error rate stays as observed (a clean share
+    needs the zero-error minimum) and that the student keeps answering that share, and
+    returns the smallest total. None means even the most confident tenth errs at or above
+    the target, so more data of the same kind will not help.
     """
     conf, right, scope = _inputs(confidence, correct, distance, radius)
     size = len(conf)
     wrong = ~right[scope][np.argsort(-conf[scope], kind="stable")]
-    half = wrong[: math.ceil(len(wrong) / 2)]
-    errors = int(half.sum())
-    rate = errors / len(half) if len(half) else 0.0
-    if rate >= target:
-        return None
-    # With no errors so far the answer is the zero-error minimum; otherwise the smallest
-    # sample at which the observed rate would pass.
-    answered = min_answered(target, delta) if errors == 0 else _smallest_n(rate, target, delta)
-    # Answered items are half the in-scope share of calibration, which is one share of the
-    # labelled data; what the task already has counts against that.
-    coverage = 0.5 * (float(scope.mean()) if scope.any() else 1.0)
-    total = answered / coverage / calibration_share
+    in_scope = float(scope.mean()) if scope.any() else 1.0
     have = size / calibration_share
-    return max(1, math.ceil(total - have))
+    estimates = []
+    for share in NEEDED_SHARES:
+        top = wrong[: math.ceil(len(wrong) * share)]
+        errors = int(top.sum())
+        rate = errors / len(top) if len(top) else 0.0
+        if rate >= target:
+            continue
+        # With no errors so far the answer is the zero-error minimum; otherwise the smallest
+        # sample at which the observed rate would pass.
+        answered = min_answered(target, delta) if errors == 0 else _smallest_n(rate, target, delta)
+        # Answered items are that share of the in-scope part of calibration, which is one
+        # share of the labelled data; what the task already has counts against that.
+        total = answered / (share * in_scope) / calibration_share
+        estimates.append(max(1, math.ceil(total - have)))
+    return min(estimates) if estimates else None
 
 
 def _smallest_n(rate: float, target: float, delta: float) -> int:

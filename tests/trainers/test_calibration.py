@@ -141,6 +141,9 @@ def test_examples_needed_grows_with_errors_and_stops_at_the_target() -> None:
     # 3 errors in the top 50 is 7% > 5%: no amount of the same data will do.
     assert examples_needed(confidence, [False] * 3 + [True] * 97) is None
     assert examples_needed(confidence, [False] * 3 + [True] * 97, target=0.2) is not None
+    # Errors only past the most confident tenth: more data will let that tenth be answered.
+    tail = examples_needed(confidence, [True] * 10 + [False, True, True] * 30)
+    assert tail is not None and tail > clean
     # A larger calibration share of the split means fewer labelled examples in all.
     larger_share = examples_needed(confidence, [True] * 100, calibration_share=0.5)
     assert larger_share is not None and larger_share < clean
