@@ -44,3 +44,7 @@ class TaskError(StillroomError):
 
 class ModelError(StillroomError):
     """A model version's files are missing, changed since training, or unreadable."""
+
+
+class TeacherError(StillroomError):
+    """A teacher model could not be reached, refused a request, or would cost too much."""

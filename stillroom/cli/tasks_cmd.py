@@ -11,11 +11,17 @@ import typer
 from rich.table import Table
 
 from stillroom.cli.options import ConfigOption, console, get_config, open_store
+from stillroom.cli.task_files import read_examples, read_inputs
+from stillroom.config import Config
 from stillroom.errors import TaskError
 from stillroom.paths import Paths
 from stillroom.predictions import live_stats
-from stillroom.registry import ModelVersion, Registry, Task
+from stillroom.registry import KINDS, TASK_NAME, ModelVersion, Registry, Task
 from stillroom.store import Store
+
+# Teaching aims this high by default: 30% of it calibrates, and a 5% bound needs at least
+# 59 answered calibration items with no error; 300 leaves room for a few.
+TEACH_TO = 300
 
 app = typer.Typer(help="The tasks stillroom learned or was given.", invoke_without_command=True)
 
@@ -82,6 +88,14 @@ def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any
     if task.instruction:
         lines.append(f"instruction: {task.instruction}")
     lines.append(f"examples: {examples}; target: error <= {task.target:.0%} at 95% confidence")
+    spend = task.spec.get("teacher_spend")
+    if spend:
+        cost = spend.get("cost_usd")
+        lines.append(
+            f"teacher: {spend.get('model')} labelled {spend.get('labelled')} and synthesized"
+            f" {spend.get('synthesized')} in {spend.get('calls')} calls,"
+            + (" cost unknown" if cost is None else f" ${cost:.4f}")
+        )
     if version is None:
         lines.append("not trained yet: `stillroom distill " + task.name + " --now`")
         return "\n".join(lines)
@@ -153,40 +167,105 @@ def new(
     instruction: Annotated[str | None, typer.Option(help="What the task does.")] = None,
     target: Annotated[float, typer.Option(help="Largest error rate allowed.")] = 0.05,
     files: Annotated[bool, typer.Option("--files", help="Inputs are file paths.")] = False,
+    inputs: Annotated[
+        Path | None,
+        typer.Option(
+            help='Unlabelled inputs for the teacher: one a line, or {"input": ...} lines.'
+        ),
+    ] = None,
+    synthesize: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help=f"New inputs the teacher writes (default: up to {TEACH_TO} examples; 0: none).",
+            show_default=False,
+        ),
+    ] = None,
+    max_cost: Annotated[
+        float, typer.Option(min=0, help="Refuse if the teacher is estimated to cost more (USD).")
+    ] = 1.0,
+    config: ConfigOption = None,
 ) -> None:
-    """Create a task from your own examples."""
+    """Create a task from your own examples, or from an instruction the teacher learns from
+    (it labels --inputs and synthesizes more)."""
     if not 0 < target < 1:
         raise TaskError(f"--target {target}: must be between 0 and 1")
     rows = read_examples(examples) if examples else []
+    given = read_inputs(inputs) if inputs else []
+    # No examples but an instruction, or inputs to label: the teacher makes the examples.
+    taught = inputs is not None or synthesize is not None or (bool(instruction) and not examples)
+    if taught and not instruction:
+        raise TaskError("the teacher needs --instruction to know what the task is")
+    if taught and files:
+        raise TaskError("the teacher labels text; a --files task learns from your own examples")
+    spec: dict[str, Any] = {"target": target, "input_kind": "file" if files else "text"}
+    with open_store() as store:
+        _check_new(Registry(store), name, kind)
+    sources = [(i, o, "user") for i, o in rows]
+    if taught and instruction:
+        count = synthesize if synthesize is not None else max(0, TEACH_TO - len(rows) - len(given))
+        made, spec["teacher_spend"] = _teach(
+            get_config(config)[0], instruction, kind, given, count, rows, max_cost
+        )
+        sources += made
     with open_store() as store:
         registry = Registry(store)
-        spec = {"target": target, "input_kind": "file" if files else "text"}
         task = registry.create_task(name, kind, instruction=instruction, spec=spec)
-        added = registry.add_examples(task, [(i, o, "user", None) for i, o in rows])
+        added = registry.add_examples(task, [(i, o, s, None) for i, o, s in sources])
     console.print(f"task {name} created with {added} examples")
 
 
-def read_examples(path: Path) -> list[tuple[str, str]]:
-    """Lines of {"input": ..., "output": ...}; a bad line is named by number."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError as exc:
-        raise TaskError(f"{path}: cannot read ({exc.strerror})") from exc
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-            text, output = data["input"], data["output"]
-        except (ValueError, KeyError, TypeError):
-            raise TaskError(
-                f'{path}, line {number}: expected {{"input": ..., "output": ...}}'
-            ) from None
-        if not isinstance(text, str) or not isinstance(output, str):
-            raise TaskError(f"{path}, line {number}: input and output must be text")
-        rows.append((text, output))
-    return rows
+def _check_new(registry: Registry, name: str, kind: str) -> None:
+    """Refuse a bad or taken name before any money is spent on the teacher."""
+    if not TASK_NAME.match(name):
+        raise TaskError(
+            f"task name {name!r}: use lower-case letters, digits, '.', '_' or '-' (max 64)"
+        )
+    if kind not in KINDS:
+        raise TaskError(f"task kind {kind!r}: must be one of {', '.join(KINDS)}")
+    if any(t.name == name for t in registry.tasks()):
+        raise TaskError(f"a task named {name!r} exists already")
+
+
+def _teach(
+    config: Config,
+    instruction: str,
+    kind: str,
+    given: list[str],
+    count: int,
+    examples: list[tuple[str, str]],
+    max_cost: float,
+) -> tuple[list[tuple[str, str, str]], dict[str, Any]]:
+    """Estimate, refuse above max_cost, then label and synthesize; say what it cost.
+    Returns the (input, output, source) rows and the spend record kept in the task spec."""
+    from stillroom.teachers import teacher_from_config
+    from stillroom.teaching import plan_teaching, teach
+
+    with teacher_from_config(config) as teacher:
+        plan = plan_teaching(teacher, instruction, kind, given, count, examples=examples)
+        console.print(plan.describe())
+        plan.check(max_cost)
+        with console.status("asking the teacher") as status:
+            taught = teach(
+                teacher,
+                instruction,
+                kind,
+                given,
+                count,
+                examples=examples,
+                plan=plan,
+                max_cost=max_cost,
+                progress=status.update,
+            )
+    console.print(taught.describe())
+    record = {
+        "model": plan.model,
+        **taught.spend.to_dict(),
+        "estimate": plan.to_dict(),
+        "labelled": taught.labelled,
+        "synthesized": taught.synthesized,
+    }
+    return taught.rows, record
 
 
 def distill(
