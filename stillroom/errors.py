@@ -48,3 +48,7 @@ class ModelError(StillroomError):
 
 class TeacherError(StillroomError):
     """A teacher model could not be reached, refused a request, or would cost too much."""
+
+
+class LogsError(StillroomError):
+    """An llm logs database is missing, unreadable, or not one llm wrote."""
