@@ -202,6 +202,10 @@ class GatewayConfig(Model):
     audit_share: float = Field(
         0.05, ge=0, le=1, description="Share of confident calls still forwarded as an audit."
     )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Web origins (scheme://host:port) allowed to call; none by default.",
+    )
     prices: dict[str, Price] = Field(
         default_factory=_default_prices,
         description="Per model name (a prefix matches dated names), for cost estimates.",

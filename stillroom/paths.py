@@ -52,6 +52,11 @@ class Paths:
     def log_file(self) -> Path:
         return self.logs_dir / "daemon.log"
 
+    @property
+    def token_file(self) -> Path:
+        """The local token that guards the HTTP service's private routes."""
+        return self.config_dir / "token"
+
     def ensure(self) -> Paths:
         """Create every folder, private to the user."""
         for folder in (

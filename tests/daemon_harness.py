@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -23,6 +24,12 @@ def wait_until(predicate: Callable[[], Any], timeout: float = 20.0, what: str = 
             return value
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 @dataclass
@@ -49,6 +56,8 @@ class DaemonHarness:
             "folders": [{"path": str(self.downloads)}],
             "destinations": [str(self.documents)],
             "filesystem": {"settle_seconds": 0.2, "pair_window_seconds": 0.5},
+            # The daemon serves the gateway: a port of its own, so test runs never collide.
+            "server": {"port": free_port()},
         }
         data.update(overrides)
         self.config.write_text(json.dumps(data))
