@@ -10,6 +10,7 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +21,12 @@ from pathlib import Path
 import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def wait_for(predicate: object, timeout: float, what: str) -> float:
@@ -59,6 +66,7 @@ def run(files: int, idle: float, burst: int) -> dict[str, object]:
                     "folders": [{"path": str(watched)}],
                     "destinations": [str(dest)],
                     "filesystem": {"settle_seconds": 0.5},
+                    "server": {"port": free_port()},  # the gateway is part of the footprint
                 }
             )
         )

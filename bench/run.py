@@ -13,6 +13,8 @@ TIERS: dict[str, list[list[str]]] = {
         ["reliability.py", "--actions", "1000"],
         ["footprint.py", "--files", "10000", "--idle", "60", "--burst", "5000"],
         ["classify.py", "--tier", "quick"],
+        ["gateway.py", "--rate", "100", "--seconds", "20"],
+        ["gateway_tasks.py", "--n", "16", "--test", "1000"],
     ],
     "full": [
         [
@@ -34,6 +36,24 @@ TIERS: dict[str, list[list[str]]] = {
             str(HERE / "results" / "footprint-full.json"),
         ],
         ["classify.py", "--tier", "full"],
+        [
+            "gateway.py",
+            "--rate",
+            "100",
+            "--seconds",
+            "60",
+            "--out",
+            str(HERE / "results" / "gateway-full.json"),
+        ],
+        [
+            "gateway_tasks.py",
+            "--n",
+            "16",
+            "--test",
+            "3080",
+            "--out",
+            str(HERE / "results" / "gateway-tasks-full.json"),
+        ],
     ],
 }
 

@@ -1,7 +1,8 @@
 """Candidates become tasks: their events become examples, and the task is queued to distil.
 
 Run after each detection, so a task's data set grows with every new repetition and the
-nightly job retrains it.
+nightly job retrains it. A prompt task also keeps in its spec what the gateway needs to match
+a call to it and to answer as the teacher would (see `prompt_spec`).
 """
 
 from __future__ import annotations
@@ -9,19 +10,25 @@ from __future__ import annotations
 import json
 import re
 import sqlite3
+from collections import Counter, defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from stillroom.config import Config
-from stillroom.daemon.signatures import observe, variable_part
+from stillroom.daemon.signatures import Observation, observe, variable_part
+from stillroom.events import Event
 from stillroom.inputs import destination_label, file_input_text
 from stillroom.monitors.features import file_features
+from stillroom.prompts import label_key, template_hash
 from stillroom.registry import Registry, Task
 from stillroom.store import Store
 
-# Only classifiers distil today; extraction and generation students come with the GGUF runtime.
+# Only classifiers distil today; extraction and generation students come with the GGUF runtime
+# (their candidates wait, as candidates).
 DISTILLABLE = ("classify",)
 MAX_EXISTING = 5000
+MAX_INSTRUCTIONS = 20
 
 
 def promote_candidates(store: Store, config: Config | None = None) -> list[Task]:
@@ -57,23 +64,68 @@ def _promote(
                 "UPDATE candidates SET task_id = ?, state = 'queued' WHERE id = ?",
                 (task.id, row["id"]),
             )
-    examples, folder = [], None
-    for event_id in detail.get("event_ids", []):
-        event = store.event(int(event_id))
-        seen = observe(event) if event is not None else None
-        if event is None or seen is None or seen.outcome is None:
-            continue
-        folder = folder or getattr(event.payload, "root", None)
-        text = seen.input if family == "file" else variable_part(seen.input)
-        examples.append((text, seen.outcome, "user" if family == "file" else "teacher", event_id))
-    if family == "file" and folder and task.spec.get("folder") != folder:
-        task = registry.update_task(task, spec={**task.spec, "folder": folder})
+    seen = _observed(store, detail)
     if family == "file":
+        examples = [(o.input, o.outcome or "", "user", o.event_id) for _, o in seen]
+        folder = next((r for e, _ in seen if (r := getattr(e.payload, "root", None))), None)
+        if folder and task.spec.get("folder") != folder:
+            task = registry.update_task(task, spec={**task.spec, "folder": folder})
         examples += existing_examples(existing)
+    else:
+        examples = [
+            (variable_part(o.input), label_key(o.outcome or ""), "teacher", o.event_id)
+            for _, o in seen
+        ]
+        spec = {**task.spec, **prompt_spec(row["signature"], detail, seen)}
+        if spec != task.spec:
+            task = registry.update_task(task, spec=spec)
     added = registry.add_examples(task, examples)
     if added and task.state not in ("queued", "paused", "declined"):
         task = registry.update_task(task, state="queued")
     return task
+
+
+def _observed(store: Store, detail: dict[str, Any]) -> list[tuple[Event, Observation]]:
+    """The candidate's events that still exist and have an outcome, with what they say."""
+    found = []
+    for event_id in detail.get("event_ids", []):
+        event = store.event(int(event_id))
+        seen = observe(event) if event is not None else None
+        if event is not None and seen is not None and seen.outcome is not None:
+            found.append((event, seen))
+    return found
+
+
+def prompt_spec(
+    signature: str, detail: dict[str, Any], seen: Sequence[tuple[Event, Observation]]
+) -> dict[str, Any]:
+    """What matching a call to a prompt task needs: its templates (by hash), where its
+    instruction sits, the instructions as written, the models called, whether the calls
+    carried a conversation, and each label as the teacher wrote it most often."""
+    written: dict[str, Counter[str]] = defaultdict(Counter)
+    for _, obs in seen:
+        if obs.outcome is not None:
+            written[label_key(obs.outcome)][obs.outcome.strip()] += 1
+    templates = [str(t["signature"]) for t in detail.get("templates", [])] or [signature]
+    where = Counter(o.instruction_at for _, o in seen if o.instruction_at)
+    said = Counter(o.instruction for _, o in seen if o.instruction)
+    template = str(detail.get("template") or signature)
+    return {
+        "template": template,
+        "template_hash": template_hash(template),
+        "templates": {template_hash(t): t for t in templates},
+        "instruction_at": where.most_common(1)[0][0] if where else "user",
+        "instructions": [text for text, _ in said.most_common(MAX_INSTRUCTIONS)],
+        "models": sorted({o.model for _, o in seen if o.model}),
+        "history": any(_has_history(event) for event, _ in seen),
+        "labels": {key: forms.most_common(1)[0][0] for key, forms in sorted(written.items())},
+    }
+
+
+def _has_history(event: Event) -> bool:
+    """Whether a call carried earlier turns (assistant or tool messages): few-shot, or a chat."""
+    messages = event.payload.model_dump().get("messages") or []
+    return any(isinstance(m, dict) and m.get("role") in ("assistant", "tool") for m in messages)
 
 
 def existing_examples(roots: list[Path]) -> list[tuple[str, str, str, int | None]]:

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 from stillroom.config import Config, DetectorConfig, load_config
 from stillroom.daemon.signatures import Observation, observe, variable_part
 from stillroom.paths import Paths
+from stillroom.prompts import label_key, template_hash
 from stillroom.store import Store
 
 if TYPE_CHECKING:
@@ -33,6 +34,7 @@ MAX_EVENTS = 200_000
 MAX_CLUSTERED = 5_000  # templates beyond the most frequent ones stay their own group
 MAX_EVENT_IDS = 1_000
 MAX_TEMPLATES_KEPT = 50
+MAX_INSTRUCTIONS_KEPT = 20
 MAX_CV = 2_000
 LABEL_COVERAGE = 0.8  # classify: recurring labels cover this share of outcomes
 EXTRACT_SHARE = 0.8  # extract: this share of outcomes is drawn from its input...
@@ -79,15 +81,21 @@ class CandidateFound:
     templates: dict[str, int]
     event_ids: list[int]
     components: dict[str, float | None] = field(default_factory=dict)
+    prompt: dict[str, Any] = field(default_factory=dict)  # see prompt_detail
 
     def detail(self) -> dict[str, Any]:
         """The JSON kept in the `detail` column."""
         top = sorted(self.templates.items(), key=lambda kv: (-kv[1], kv[0]))
+        hashed = self.family == "prompt"
         return {
             "family": self.family,
             "labels": self.labels,
-            "templates": [{"signature": t, "count": c} for t, c in top[:MAX_TEMPLATES_KEPT]],
+            "templates": [
+                {"signature": t, "count": c, **({"hash": template_hash(t)} if hashed else {})}
+                for t, c in top[:MAX_TEMPLATES_KEPT]
+            ],
             "template_count": len(self.templates),
+            **self.prompt,
             **self.components,
             "event_ids": self.event_ids[:MAX_EVENT_IDS],
         }
@@ -179,8 +187,9 @@ def _candidate(
     components["learnability"] = learn
     parts = {k: components[k] for k in WEIGHTS if components[k] is not None}
     score = sum(WEIGHTS[k] * (v or 0.0) for k, v in parts.items()) / sum(WEIGHTS[k] for k in parts)
+    signature = min(templates, key=lambda s: (-templates[s], s))
     return CandidateFound(
-        signature=min(templates, key=lambda s: (-templates[s], s)),
+        signature=signature,
         kind=kind,
         family=family,
         support=support,
@@ -192,14 +201,29 @@ def _candidate(
         templates=dict(templates),
         event_ids=sorted(o.event_id for o in members if o.event_id is not None),
         components=components,
+        prompt=prompt_detail(signature, members) if family == "prompt" else {},
     )
 
 
+def prompt_detail(signature: str, members: Sequence[Observation]) -> dict[str, Any]:
+    """What a prompt candidate records beside its templates: the representative template and
+    its hash, where the instruction sits, the instructions as written, the models called."""
+    where = Counter(o.instruction_at for o in members if o.instruction_at)
+    said = Counter(o.instruction for o in members if o.instruction)
+    models = Counter(o.model for o in members if o.model)
+    return {
+        "template": signature,
+        "template_hash": template_hash(signature),
+        "instruction_at": where.most_common(1)[0][0] if where else "user",
+        "instructions": [text for text, _ in said.most_common(MAX_INSTRUCTIONS_KEPT)],
+        "models": dict(models.most_common()),
+    }
+
+
 def _label(outcome: str, family: str) -> str:
-    """Outcomes that differ only in case, spacing or end punctuation are one label."""
-    if family == "file":
-        return outcome
-    return " ".join(outcome.split()).strip(" .!\"'`").casefold()
+    """A folder is a label as it is; a model's answers that differ only in case, spacing or
+    end punctuation are one label."""
+    return outcome if family == "file" else label_key(outcome)
 
 
 def infer_kind(
@@ -220,11 +244,35 @@ def infer_kind(
 
 
 def _drawn_from(outcome: str, text: str) -> bool:
-    words = re.findall(r"\w+", outcome.casefold())
+    """Whether the outcome's words come from the input; of a JSON outcome, only its values'
+    words count (its keys are the schema, not the input)."""
+    words = re.findall(r"\w+", " ".join(_values(outcome)).casefold())
     if not words:
         return False
     present = set(re.findall(r"\w+", text.casefold()))
     return sum(w in present for w in words) >= TOKEN_SHARE * len(words)
+
+
+def _values(outcome: str) -> list[str]:
+    """The leaf values of a JSON outcome, or the outcome itself when it is not JSON."""
+    text = outcome.strip()
+    if not text.startswith(("{", "[")):
+        return [outcome]
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return [outcome]
+    found: list[str] = []
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif item is not None and not isinstance(item, bool):
+            found.append(str(item))
+    return found
 
 
 def _balance(counts: Counter[str]) -> float:

@@ -23,6 +23,14 @@ from stillroom.daemon.scheduler import make_scheduler, retention_job
 from stillroom.errors import ConfigError
 from stillroom.monitors.base import Monitor, monitor_classes
 from stillroom.paths import Paths, private_file
+from stillroom.service.gateway import (
+    Answerer,
+    GatewayThread,
+    base_url,
+    bind,
+    create_app,
+    load_token,
+)
 from stillroom.service.hooks.deciders import deciders_from_config
 from stillroom.service.hooks.executor import Executor
 from stillroom.service.hooks.learned import task_deciders
@@ -46,6 +54,7 @@ class Daemon:
         self._reload = False
         self._refresh = False
         self._learned: set[str] = set()
+        self.gateway: GatewayThread | None = None
 
     def run(self) -> None:
         with InstanceLock(self.paths.lock_file):
@@ -80,6 +89,7 @@ class Daemon:
         scheduler.start()
         try:
             self._start_monitors(dispatcher)
+            self._start_gateway(store, dispatcher)
             log.info(
                 "stillroom daemon ready (pid %d, config %s%s)",
                 os.getpid(),
@@ -97,6 +107,7 @@ class Daemon:
                     scheduler.modify_job("learned", next_run_time=datetime.now(UTC))
         finally:
             log.info("stopping")
+            self._stop_gateway()
             self._stop_monitors()
             children.stop()
             scheduler.shutdown(wait=True)
@@ -131,6 +142,49 @@ class Daemon:
         for monitor in self.monitors:
             monitor.stop()
         self.monitors = []
+
+    def _start_gateway(self, store: Store, dispatcher: Dispatcher) -> None:
+        """The gateway on server.host:port; a port that is taken is logged, and the daemon
+        carries on without it."""
+        if not self.config.gateway.enabled:
+            return
+        host, port = self.config.server.host, self.config.server.port
+        try:
+            sock = bind(host, port)
+        except OSError as exc:
+            log.error("gateway not started: cannot listen on %s:%d (%s)", host, port, exc)
+            return
+        app = create_app(
+            self.config,
+            sink=dispatcher.put,
+            token=load_token(self.paths.token_file),
+            answerer=self._answerer(store),
+            store=store,
+            allowed_origins=self.config.gateway.allowed_origins,
+        )
+        gateway = GatewayThread(app, sock)
+        try:
+            gateway.start()
+        except TimeoutError as exc:
+            log.error("gateway not started: %s", exc)
+            return
+        self.gateway = gateway
+        log.info("gateway on %s", base_url(host, port))
+
+    def _answerer(self, store: Store) -> Answerer | None:
+        """What answers chat calls locally: learned prompt tasks whose students are sure."""
+        from stillroom.daemon.notify import Notice
+        from stillroom.service.local import TaskAnswerer
+
+        def paused(task: str, text: str) -> None:
+            self.notifier.notify(Notice("paused", task, text))
+
+        return TaskAnswerer(store, self.students, self.config, on_pause=paused)
+
+    def _stop_gateway(self) -> None:
+        if self.gateway is not None:
+            self.gateway.stop()
+            self.gateway = None
 
     def _reload_config(self, dispatcher: Dispatcher) -> None:
         """SIGHUP: read the config again; a bad file is logged and the old one kept."""

@@ -108,14 +108,28 @@ def _evidence(
 ) -> dict[str, Any]:
     agreement = 1 - errors / judged
     unsure = 1 - (coverage if coverage is not None else version.guarantee.get("coverage", 0))
-    folder = task.spec.get("folder")
-    where = _tilde(str(folder)) if folder else "these files"
-    alone = (
-        f"I'll leave the {unsure:.0%} I'm unsure of alone"
-        if unsure >= 0.005
-        else "I was sure of every one, and will still leave alone any I'm unsure of"
-    )
-    text = f"I can sort {where}: {agreement:.0%} agreement with your last {judged} moves; {alone}"
+    if task.spec.get("family") == "prompt":
+        # A prompt task's truth is the model's own answer to each forwarded call.
+        rest = (
+            f"I'll forward the {unsure:.0%} I'm unsure of"
+            if unsure >= 0.005
+            else "I was sure of every one, and will still forward any I'm unsure of"
+        )
+        text = (
+            f"I can answer {task.name} calls: {agreement:.0%} agreement with the model's last"
+            f" {judged} answers; {rest}"
+        )
+    else:
+        folder = task.spec.get("folder")
+        where = _tilde(str(folder)) if folder else "these files"
+        alone = (
+            f"I'll leave the {unsure:.0%} I'm unsure of alone"
+            if unsure >= 0.005
+            else "I was sure of every one, and will still leave alone any I'm unsure of"
+        )
+        text = (
+            f"I can sort {where}: {agreement:.0%} agreement with your last {judged} moves; {alone}"
+        )
     return {
         "text": text,
         "agreement": agreement,

@@ -41,11 +41,23 @@ class StudentClient:
         self._last = 0.0
 
     def predict(self, version_id: int, inputs: list[str]) -> list[Answer]:
+        """A version's answers (or abstentions) for the inputs."""
+        reply = self._request({"version": version_id, "inputs": inputs}, f"student {version_id}")
+        return [Answer(**p) for p in reply["predictions"]]
+
+    def embed(self, texts: list[str]) -> list[list[float]]:
+        """Unit-length embeddings of the texts by the shared encoder (MiniLM)."""
+        if not texts:
+            return []
+        vectors: list[list[float]] = self._request({"embed": texts}, "encoder")["vectors"]
+        return vectors
+
+    def _request(self, request: dict[str, Any], what: str) -> dict[str, Any]:
         with self._lock:
             proc = self._ensure()
             assert proc.stdin is not None and proc.stdout is not None
             try:
-                proc.stdin.write(json.dumps({"version": version_id, "inputs": inputs}) + "\n")
+                proc.stdin.write(json.dumps(request) + "\n")
                 proc.stdin.flush()
                 line = proc.stdout.readline()
             except OSError as exc:
@@ -57,8 +69,8 @@ class StudentClient:
             raise ModelError("the student worker exited; see the daemon log")
         reply: dict[str, Any] = json.loads(line)
         if "error" in reply:
-            raise ModelError(f"student {version_id}: {reply['error']}")
-        return [Answer(**p) for p in reply["predictions"]]
+            raise ModelError(f"{what}: {reply['error']}")
+        return reply
 
     def _ensure(self) -> subprocess.Popen[str]:
         if self._proc is not None and self._proc.poll() is None:

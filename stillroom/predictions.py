@@ -37,12 +37,24 @@ def record(
     confidence: float,
     abstained: bool,
     event_id: int | None,
+    truth: str | None = None,
 ) -> int:
+    """Keep what a student said; `truth` when it is known already (an audited call)."""
     with store.transaction() as db:
         cursor = db.execute(
             "INSERT INTO predictions (version_id, event_id, mode, input, answer, confidence,"
-            " abstained, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (version_id, event_id, mode, text, answer, confidence, int(abstained), time.time()),
+            " abstained, truth, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                version_id,
+                event_id,
+                mode,
+                text,
+                answer,
+                confidence,
+                int(abstained),
+                truth,
+                time.time(),
+            ),
         )
         return int(cursor.lastrowid or 0)
 

@@ -16,7 +16,10 @@ from stillroom.cli import (
     demo_cmd,
     detect_cmd,
     events_cmd,
+    import_cmd,
     proposals_cmd,
+    savings_cmd,
+    serve_cmd,
     tasks_cmd,
 )
 from stillroom.cli.options import ConfigOption, DryRunOption, console, err_console, get_config
@@ -42,8 +45,11 @@ app.add_typer(tasks_cmd.app, name="tasks")
 app.command()(tasks_cmd.distill)
 app.command()(tasks_cmd.run)
 app.command()(detect_cmd.detect)
+app.command()(import_cmd.import_llm_logs)
 app.add_typer(proposals_cmd.app, name="proposals")
+app.command()(savings_cmd.savings)
 app.command()(demo_cmd.demo)
+app.command()(serve_cmd.serve)
 
 
 @app.callback()

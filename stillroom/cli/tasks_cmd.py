@@ -49,7 +49,7 @@ def tasks(ctx: typer.Context) -> None:
                 task.kind,
                 str(count),
                 f"v{version.version}" if version else "-",
-                _agreement(store, version),
+                _agreement(store, task, version),
                 _pct(g.get("coverage")) if guaranteed else "-",
                 _pct(g.get("bound")) if guaranteed else "-",
                 task.state
@@ -59,12 +59,17 @@ def tasks(ctx: typer.Context) -> None:
     console.print(table)
 
 
-def _agreement(store: Store, version: ModelVersion | None) -> str:
+def _agreement(store: Store, task: Task, version: ModelVersion | None) -> str:
     """Live agreement with the user when there is some, else agreement on the test split.
     An automated move the user left in place counts as agreed, as the pause check counts it."""
     if version is None:
         return "-"
-    if version.status in ("shadow", "active"):
+    if version.status == "active" and task.spec.get("family") == "prompt":
+        # A local answer is checked only when audited: the audits are its live record.
+        audited = live_stats(store, version.id, "audit")
+        if audited.judged and audited.agreement is not None:
+            return f"{audited.agreement:.1%} audited ({audited.judged})"
+    elif version.status in ("shadow", "active"):
         active = version.status == "active"
         live = live_stats(store, version.id, version.status, assume_right=active)
         if live.judged and live.agreement is not None:

@@ -5,16 +5,22 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prompt_calls import INSTRUCTIONS, SYSTEM, record_calls, tickets
+from upstream import MODEL
 
-from stillroom.config import Config
+from stillroom.config import Config, DetectorConfig
 from stillroom.daemon.candidates import promote_candidates, task_name
+from stillroom.daemon.detector import find_candidates, observations_from_store, save_candidates
 from stillroom.events import Event, FilePayload
 from stillroom.monitors.features import file_features
+from stillroom.prompts import template_hash
 from stillroom.registry import Registry
 from stillroom.store import Store
+from stillroom.trainers.encoder import Encoder
 
 
 def moved(store: Store, home: Path, name: str, folder: str, text: str) -> int:
@@ -99,3 +105,55 @@ def test_task_names() -> None:
     assert task_name("Classify the sentiment of this review: <input>", "prompt") == (
         "classify-the-sentiment-of"
     )
+
+
+@pytest.fixture(scope="module")
+def encoder() -> Encoder:
+    model = Encoder()
+    model.encode(["warm up"])  # loading starts tqdm's monitor thread: before any leak check
+    return model
+
+
+def prompt_candidate(store: Store, encoder: Encoder, kind: str = "classify") -> None:
+    """A prompt candidate over 40 recorded ticket calls, as the detector saves it."""
+    record_calls(store, tickets(40, seed=2), system_every=5)
+    config = DetectorConfig(min_days=1)
+    (found,) = find_candidates(observations_from_store(store), encoder, config)
+    found = [replace(found, kind=kind)]
+    save_candidates(store, found)
+
+
+def test_a_prompt_candidate_keeps_what_matching_needs(store: Store, encoder: Encoder) -> None:
+    prompt_candidate(store, encoder)
+    (row,) = store.query("SELECT detail FROM candidates")
+    detail = json.loads(row[0])
+    assert detail["family"] == "prompt" and detail["models"] == {MODEL: 40}
+    assert detail["template_hash"] == template_hash(detail["template"])
+    assert all(t["hash"] == template_hash(t["signature"]) for t in detail["templates"])
+    assert set(detail["instructions"]) == {SYSTEM, *INSTRUCTIONS}
+    (task,) = promote_candidates(store)
+    spec = task.spec
+    assert spec["family"] == "prompt" and spec["models"] == [MODEL] and not spec["history"]
+    assert spec["labels"] == {
+        "billing": "Billing.",
+        "other": "Other.",
+        "shipping": "Shipping.",
+        "technical": "Technical.",
+    }
+    assert set(spec["templates"].values()) == {f"{SYSTEM}\n<input>"} | {
+        f"{i} <input>" for i in INSTRUCTIONS
+    }
+    assert spec["template_hash"] in spec["templates"]
+    examples = Registry(store).examples(task)
+    assert len(examples) == 40 and {e.source for e in examples} == {"teacher"}
+    assert {e.output for e in examples} == set(spec["labels"])
+    assert not any(e.input.startswith(("Which", "Tell")) for e in examples)
+
+
+@pytest.mark.parametrize("kind", ["extract", "generate"])
+def test_extract_and_generate_candidates_wait_as_candidates(
+    store: Store, encoder: Encoder, kind: str
+) -> None:
+    prompt_candidate(store, encoder, kind)
+    assert promote_candidates(store) == []
+    assert store.query("SELECT kind, state, task_id FROM candidates")[0][:] == (kind, "new", None)

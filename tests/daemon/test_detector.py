@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from stillroom.config import DetectorConfig
 from stillroom.daemon.detector import (
     CandidateFound,
     find_candidates,
+    infer_kind,
     main,
     observations_from_store,
     run_detection,
@@ -21,6 +23,7 @@ from stillroom.daemon.detector import (
 )
 from stillroom.daemon.signatures import Observation, observe, prompt_signature
 from stillroom.events import Event, FileFeatures, FilePayload, LLMCallPayload
+from stillroom.prompts import prompt_shape
 from stillroom.store import Store
 from stillroom.trainers.encoder import Encoder
 
@@ -142,8 +145,11 @@ def moves(home: Path, days: int = 3, seed: int | None = None) -> list[Observatio
 def prompt(instruction: str, text: str, outcome: str, when: float, event_id: int) -> Observation:
     message = f"{instruction}\n\n{text}" if text else instruction
     found = prompt_signature([{"role": "user", "content": message}])
-    assert found is not None
-    return Observation(found[0], found[1], outcome, when, event_id, "prompt")
+    shape = prompt_shape([{"role": "user", "content": message}])
+    assert found is not None and shape is not None and found == (shape.template, shape.user)
+    return Observation(
+        *found, outcome, when, event_id, "prompt", shape.instruction, shape.instruction_at, "gpt-x"
+    )
 
 
 def reviews(days: int = 3) -> list[Observation]:
@@ -295,3 +301,29 @@ def test_run_detection_reads_the_store_and_main_prints(
 
     assert main() == 0
     assert DOWNLOADS in capsys.readouterr().out
+
+
+def test_a_prompt_candidate_records_its_template_and_instructions(encoder: Encoder) -> None:
+    found = find_candidates(prompt_stream(), encoder, CONFIG)
+    cand = by_templates(found, SENTIMENT)
+    detail = cand.detail()
+    assert detail["template"] == cand.signature and len(detail["template_hash"]) == 16
+    assert detail["instruction_at"] == "user" and set(detail["instructions"]) == set(SENTIMENT)
+    assert {t["signature"] for t in detail["templates"]} == templates_of(SENTIMENT)
+    assert all(len(t["hash"]) == 16 for t in detail["templates"])
+    assert detail["models"] == {"gpt-x": 30}
+
+
+def test_json_answers_drawn_from_the_input_are_extraction() -> None:
+    people = [
+        f"{first} {last}" for first in ("Ada", "Alan", "Grace") for last in ("Hopper", "Turing")
+    ]
+    labelled = [
+        (json.dumps({"people": [p]}), json.dumps({"first_name": p.split()[0]})) for p in people
+    ]
+    kind, drawn = infer_kind(labelled, Counter(out for _, out in labelled), CONFIG)
+    assert (kind, drawn) == ("extract", 1.0)
+    made_up = [
+        (text, json.dumps({"mood": "calm"}) + str(n)) for n, (text, _) in enumerate(labelled)
+    ]
+    assert infer_kind(made_up, Counter(out for _, out in made_up), CONFIG)[0] == "generate"

@@ -9,6 +9,7 @@ import pytest
 
 from stillroom.daemon.signatures import mask, observe, prompt_signature, split_instruction
 from stillroom.events import Event, FileFeatures, FilePayload, GenericPayload, LLMCallPayload
+from stillroom.prompts import PromptShape, label_key, prompt_shape, template_hash
 from stillroom.store import Store
 
 
@@ -192,3 +193,42 @@ def test_observe_an_llm_call_as_stored(store: Store) -> None:
     assert observe(empty) is None
     legacy = Event(source="llm", kind="llm.call", payload=GenericPayload(data=data))
     assert observe(legacy) is not None  # a payload kept as stored still reads
+
+
+def test_prompt_shape_says_where_the_instruction_sits() -> None:
+    in_user = prompt_shape([{"role": "user", "content": "Classify the sentiment:\n\nGreat food."}])
+    assert in_user == PromptShape(
+        "Classify the sentiment: <input>",
+        "Great food.",
+        "Classify the sentiment:",
+        "user",
+        "Classify the sentiment:\n\nGreat food.",
+    )
+    system = "Route each ticket to a team (billing, shipping, other)."
+    in_system = prompt_shape(
+        [{"role": "system", "content": system}, {"role": "user", "content": "Parcel is late!"}]
+    )
+    assert in_system is not None
+    assert (in_system.template, in_system.input) == (f"{system}\n<input>", "Parcel is late!")
+    assert (in_system.instruction, in_system.instruction_at) == (system, "system")
+    assert in_system.template_hash == template_hash(in_system.template)
+    assert len(in_system.template_hash) == 16
+    parts = [{"type": "text", "text": "Late again"}, {"type": "image_url", "image_url": {}}]
+    shown = prompt_shape(
+        [{"role": "system", "content": system}, {"role": "user", "content": parts}]
+    )
+    assert shown is not None and shown.input == "Late again"
+
+
+def test_labels_differing_in_case_spacing_or_stops_are_one() -> None:
+    assert label_key("  Billing.\n") == label_key("billing") == label_key("'BILLING'!") == "billing"
+    assert label_key("Two  words") == "two words"
+
+
+def test_a_local_answer_is_not_observed() -> None:
+    """The detector learns from the teacher, never from a student's own answers."""
+    said = [{"role": "user", "content": "Classify ticket #1: 'charged twice'"}]
+    for by, seen in [("local", False), ("audit", True), ("upstream", True)]:
+        payload = LLMCallPayload(model="x", messages=said, response="billing", answered_by=by)  # type: ignore[arg-type]
+        event = Event(source="llm", kind="llm.call", payload=payload)
+        assert (observe(event) is not None) is seen
