@@ -29,6 +29,7 @@ from stillroom.service.gateway import (
     base_url,
     bind,
     create_app,
+    freeze_heap,
     load_token,
 )
 from stillroom.service.hooks.deciders import deciders_from_config
@@ -163,6 +164,7 @@ class Daemon:
             allowed_origins=self.config.gateway.allowed_origins,
         )
         gateway = GatewayThread(app, sock)
+        freeze_heap()
         try:
             gateway.start()
         except TimeoutError as exc:

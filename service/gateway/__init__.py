@@ -4,7 +4,7 @@ to the provider (or answered by a proven student) and recorded as an llm.call ev
 from stillroom.service.gateway.answerer import Answerer, Decision, LocalReply
 from stillroom.service.gateway.app import create_app
 from stillroom.service.gateway.safety import load_token
-from stillroom.service.gateway.server import GatewayThread, base_url, bind
+from stillroom.service.gateway.server import GatewayThread, base_url, bind, freeze_heap
 
 __all__ = [
     "Answerer",
@@ -14,5 +14,6 @@ __all__ = [
     "base_url",
     "bind",
     "create_app",
+    "freeze_heap",
     "load_token",
 ]

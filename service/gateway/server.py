@@ -3,6 +3,7 @@ the daemon. The socket is bound first, so a taken port is an OSError before anyt
 
 from __future__ import annotations
 
+import gc
 import socket
 import threading
 import time
@@ -19,6 +20,10 @@ def bind(host: str, port: int) -> socket.socket:
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # Accepted connections inherit it: uvicorn writes a response's head and body
+        # separately, and with Nagle's algorithm the client's delayed ACK held each
+        # keep-alive answer back ~40 ms.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.bind((host, port))
         sock.listen(128)
     except OSError:
@@ -26,6 +31,14 @@ def bind(host: str, port: int) -> socket.socket:
         raise
     sock.set_inheritable(True)
     return sock
+
+
+def freeze_heap() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight. A full
+    collection walks every object; with the imports and app frozen it stays short, and the
+    gateway's p99 at 100 requests/s fell from ~13 ms to ~7 ms here (bench/gateway.py)."""
+    gc.collect()
+    gc.freeze()
 
 
 def base_url(host: str, port: int) -> str:

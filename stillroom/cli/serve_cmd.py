@@ -24,7 +24,7 @@ def serve(config: ConfigOption = None, port: PortOption = None) -> None:
     STILLROOM_UPSTREAM_BASE_URL with STILLROOM_UPSTREAM_API_KEY (ANTHROPIC_BASE_URL with
     ANTHROPIC_API_KEY). Without a key, each client's own key is passed on.
     """
-    from stillroom.service.gateway import base_url, bind, create_app, load_token
+    from stillroom.service.gateway import base_url, bind, create_app, freeze_heap, load_token
     from stillroom.service.gateway.server import server
 
     cfg, _ = get_config(config)
@@ -50,6 +50,7 @@ def serve(config: ConfigOption = None, port: PortOption = None) -> None:
         console.print(f"stillroom gateway on {base_url(host, port)}", markup=False)
         console.print(f"  set your client's base_url to {base_url(host, port)}", markup=False)
         console.print(f"  local token (for /stillroom/ routes): {paths.token_file}", markup=False)
+        freeze_heap()
         server(app).run(sockets=[sock])
 
 
