@@ -32,7 +32,7 @@ Kind = Literal["classify", "extract", "generate"]
 KINDS_OBSERVED = ("file.moved", "llm.call")
 MAX_EVENTS = 200_000
 MAX_CLUSTERED = 5_000  # templates beyond the most frequent ones stay their own group
-MAX_EVENT_IDS = 1_000
+MAX_EVENT_IDS = 20_000  # the newest, when more: what promotion takes examples from
 MAX_TEMPLATES_KEPT = 50
 MAX_INSTRUCTIONS_KEPT = 20
 MAX_CV = 2_000
@@ -97,7 +97,7 @@ class CandidateFound:
             "template_count": len(self.templates),
             **self.prompt,
             **self.components,
-            "event_ids": self.event_ids[:MAX_EVENT_IDS],
+            "event_ids": self.event_ids[-MAX_EVENT_IDS:],
         }
 
 

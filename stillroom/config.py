@@ -145,7 +145,9 @@ class DetectorConfig(Model):
     min_support: int = Field(20, ge=2, description="Events a task needs before it is proposed.")
     min_days: int = Field(2, ge=1, description="Distinct days those events must span.")
     min_cluster_size: int = Field(3, ge=2, description="HDBSCAN: smallest group of signatures.")
-    max_labels: int = Field(50, ge=2, description="More distinct outcomes than this: not classify.")
+    max_labels: int = Field(
+        100, ge=2, description="More distinct outcomes than this: not classify."
+    )
     min_label_count: int = Field(3, ge=1, description="Classify needs each label seen this often.")
     interval_minutes: int = Field(60, ge=1, description="How often the daemon runs detection.")
     learn_from_existing: bool = Field(

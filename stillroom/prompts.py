@@ -144,9 +144,18 @@ def _instruction_like(text: str) -> bool:
     return 0 < len(text.split()) <= MAX_INSTRUCTION_WORDS and "\n" not in text.strip()
 
 
+_BACK_REFERENCE = re.compile(
+    r"\b(?:above|previous|preceding|(?:the|this|that) (?:text|message|passage|review|email"
+    r"|ticket|document|article|paragraph|snippet|code|question))\b",
+    re.I,
+)
+
+
 def _asks(text: str) -> bool:
-    """A block that reads as the request itself (a question, or one about the text above)."""
-    return _instruction_like(text) and (text.endswith("?") or " above" in text.lower())
+    """A block that reads as the request about the text before it ("Is the review above
+    positive?"). A bare question is not: in "Answer with the intent only.\n\nWhere is my
+    card?" the question is the input."""
+    return _instruction_like(text) and bool(_BACK_REFERENCE.search(text))
 
 
 @dataclass(frozen=True)

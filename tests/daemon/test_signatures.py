@@ -90,6 +90,16 @@ def test_nested_json_block_with_escaped_quotes() -> None:
             "Is this review positive or negative?",
             "I loved it.",
         ),
+        (
+            "Which intent is this? Answer with the intent only.\n\nWhere is my new card?",
+            "Which intent is this? Answer with the intent only.",
+            "Where is my new card?",
+        ),
+        (
+            "I paid twice.\n\nWhat team should handle the ticket above?",
+            "What team should handle the ticket above?",
+            "I paid twice.",
+        ),
         ("Write a haiku about autumn", "Write a haiku about autumn", None),
         ("Note: be brief", "Note: be brief", None),
     ],
