@@ -1,7 +1,7 @@
 """A repeated prompt taken over: banking77 queries wrapped in one prompt template, sent
 through the daemon's gateway to a teacher that answers with the gold intent.
 
-    python bench/gateway_tasks.py [--n 16] [--shadow 150] [--test 1000] [--out FILE]
+    python bench/gateway_tasks.py [--n 16] [--shadow 400] [--test 1000] [--out FILE]
 
 1. N queries per intent from the TRAIN file go through the gateway (recorded, forwarded).
 2. `stillroom detect` finds the template; `stillroom distill --now` trains the student,
@@ -149,11 +149,14 @@ def run(n: int, shadow: int, test: int) -> dict[str, Any]:
             shadow_ms = [ask(client, text)[2] for text, _ in rest[:shadow]]
             deadline = time.monotonic() + 60
             while proposal is None and time.monotonic() < deadline:
-                found = re.search(r"#(\d+)", cli(env, "proposals"))
+                found = re.search(r"^\W*(\d+)\W", cli(env, "proposals"), re.M)
                 proposal = found[1] if found else None
                 time.sleep(1)
             if proposal is None:
-                raise SystemExit(f"no proposal after {shadow} shadow calls:\n{card}")
+                print((base / "home" / "logs" / "daemon.log").read_text()[-3000:])
+                raise SystemExit(
+                    f"no proposal after {shadow} shadow calls:\n{detected}\n{distilled}\n{card}"
+                )
             cli(env, "proposals", "accept", proposal)
             time.sleep(3)  # the answerer re-reads its task table every few seconds
             timings["shadow_s"] = time.perf_counter() - started
@@ -213,7 +216,7 @@ def main() -> int:
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=16)
-    parser.add_argument("--shadow", type=int, default=150)
+    parser.add_argument("--shadow", type=int, default=400)
     parser.add_argument("--test", type=int, default=1000)
     parser.add_argument(
         "--out", type=Path, default=ROOT / "bench" / "results" / "gateway-tasks.json"
