@@ -15,67 +15,10 @@ import random
 import re
 from typing import Any
 
+from prompt_calls import FRAMES, ticket
 from upstream import ticket_oracle, user_text
 
 SYNTH_MARK = "Reply with a JSON list"
-THINGS = [
-    "my order",
-    "the blue jacket",
-    "the coffee machine",
-    "my headphones",
-    "the garden chairs",
-    "my new phone case",
-    "the winter boots",
-    "the kitchen scale",
-    "the yoga mat",
-    "the desk lamp",
-    "the wool blanket",
-    "the camping tent",
-]
-FRAMES = {
-    "billing": [
-        "I was charged twice for {}",
-        "Please refund {}, it was not what I expected",
-        "The invoice for {} shows the wrong amount",
-        "Why did the price of {} go up",
-        "My payment for {} did not go through",
-        "How do I cancel the subscription that came with {}",
-        "The bill for {} is higher than we agreed",
-    ],
-    "shipping": [
-        "Where is the parcel with {}",
-        "The delivery of {} is two weeks late",
-        "{} was shipped to the wrong address",
-        "The courier left {} at the wrong door",
-        "The tracking number for {} shows nothing",
-        "The package with {} arrived damaged",
-    ],
-    "technical": [
-        "The app will crash when I open the page for {}",
-        "I get an error when I try to register {}",
-        "I cannot login to see {}",
-        "I forgot my password and cannot reach the page for {}",
-        "There is a bug on the product page for {}",
-        "The website freezes whenever I look at {}",
-        "I cannot install the app that controls {}",
-    ],
-    "other": [
-        "Do you have {} in other colours",
-        "Can I pick up {} in a store near me",
-        "I just want to say thanks for {}",
-        "Is {} suitable for children",
-        "Can you recommend something similar to {}",
-        "Will {} be on sale again next month",
-    ],
-}
-OPENINGS = ["", "Hi, ", "Hello team, ", "Urgent: ", "Good morning. "]
-CLOSINGS = ["", ". Thanks", ". Please help", "?", ". This is my second message about it"]
-
-
-def ticket(rng: random.Random, label: str) -> str:
-    frame = rng.choice(FRAMES[label]).format(rng.choice(THINGS))
-    text = rng.choice(OPENINGS) + frame[0].upper() + frame[1:] + rng.choice(CLOSINGS)
-    return text if text[-1] in ".?" else text + "."
 
 
 def writer_oracle(messages: list[dict[str, Any]]) -> str:
