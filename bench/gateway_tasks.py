@@ -36,7 +36,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
 sys.path.insert(0, str(ROOT / "tests"))
-from classify import load, sample  # noqa: E402
+from bench_data import load, sample  # noqa: E402
 from gateway import free_port, wait_http  # noqa: E402
 
 INSTRUCTION = "Which banking77 intent is this customer message? Answer with the intent only."
