@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from daemon_harness import DaemonHarness
 
 from stillroom.store import Store
 
@@ -39,3 +40,24 @@ def no_leaked_threads() -> Iterator[None]:
             break
         time.sleep(0.05)
     assert not leaked, f"threads left running: {[t.name for t in leaked]}"
+
+
+@pytest.fixture
+def daemon(tmp_path: Path, stillroom_home: Path) -> Iterator[DaemonHarness]:
+    """A daemon harness with its folders and a default config; its processes are killed after."""
+    harness = DaemonHarness(
+        home=stillroom_home,
+        config=tmp_path / "config.yaml",
+        downloads=tmp_path / "Downloads",
+        documents=tmp_path / "Documents",
+    )
+    harness.downloads.mkdir()
+    harness.documents.mkdir()
+    harness.write_config()
+    yield harness
+    for proc in harness.procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import openai
@@ -48,22 +47,8 @@ def up() -> Iterator[Upstream]:
 
 
 @pytest.fixture
-def harness(tmp_path: Path, stillroom_home: Path) -> Iterator[DaemonHarness]:
-    harness = DaemonHarness(
-        home=stillroom_home,
-        config=tmp_path / "config.yaml",
-        downloads=tmp_path / "Downloads",
-        documents=tmp_path / "Documents",
-    )
-    harness.downloads.mkdir()
-    harness.documents.mkdir()
-    yield harness
-    for proc in harness.procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        if proc.stdout:
-            proc.stdout.close()
+def harness(daemon: DaemonHarness) -> DaemonHarness:
+    return daemon  # each test writes the config it needs
 
 
 def test_serve_records_calls_and_a_second_one_says_the_port_is_taken(
