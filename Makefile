@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml constraints.txt
 	# torch first, pinned: an unpinned resolve would pull a multi-GB CUDA build.
 	$(PIP) install -q -c constraints.txt torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[dev,ml]'
+	# Unsloth requires torchvision, but PyPI's build breaks `import unsloth` beside CPU torch.
+	$(PIP) uninstall -q -y torchvision
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -53,6 +53,12 @@ class Paths:
         return self.logs_dir / "daemon.log"
 
     @property
+    def cache_dir(self) -> Path:
+        """Files stillroom derives and can rebuild: the encoder as GGUF, the base LLM as an HF
+        folder for training. Deleting it costs time, never data."""
+        return self.data_dir / "cache"
+
+    @property
     def token_file(self) -> Path:
         """The local token that guards the HTTP service's private routes."""
         return self.config_dir / "token"
