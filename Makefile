@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.installed
 PYTHON ?= python3
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF
 
 .PHONY: run test lint bench bench-full clean
 
@@ -12,7 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PIP) install -q --upgrade pip
 	# torch first, pinned: an unpinned resolve would pull a multi-GB CUDA build.
 	$(PIP) install -q -c constraints.txt torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[dev,ml]'
+	# llama.cpp compiles here (~5 min; pip caches the wheel). A portable build: the native
+	# one (AVX-512/AMX kernels) crashed in its first decode on this machine's virtual CPU.
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PIP) install -q -c constraints.txt -e '.[dev,ml]'
 	# Unsloth requires torchvision, but PyPI's build breaks `import unsloth` beside CPU torch.
 	$(PIP) uninstall -q -y torchvision
 	touch $(STAMP)

@@ -30,6 +30,7 @@ from stillroom.registry import ModelVersion, Registry, Task
 from stillroom.service.gateway.answerer import Decision, LocalReply
 from stillroom.service.students import Answer, StudentClient
 from stillroom.store import Store
+from stillroom.trainers.judge import Thresholds, judge
 
 log = logging.getLogger("stillroom.service")
 
@@ -137,8 +138,8 @@ class TaskAnswerer:
         pending = self._take(decision)
         if pending is None or upstream_text is None:
             return
-        truth, entry = label_key(upstream_text), pending.task
-        answer = pending.answer
+        entry, answer = pending.task, pending.answer
+        truth = self._truth(entry, answer.answer if answer else None, upstream_text)
         if answer is not None and entry.active is not None:
             record(
                 self.store,
@@ -155,7 +156,26 @@ class TaskAnswerer:
                 log.info("%s: audit: it said %r, the model %r", entry.name, answer.answer, truth)
                 self.check(entry)
         if entry.shadow is not None:
-            self._shadow(entry, entry.shadow, pending.text, truth)
+            self._shadow(entry, entry.shadow, pending.text, upstream_text)
+
+    def _truth(self, entry: PromptTask, answer: str | None, upstream_text: str) -> str:
+        """The provider's answer as the student's is compared with it: a label key for a
+        classifier; for generated text the student's own answer when the task's judge says
+        the two agree (the provider's text itself stays in its llm.call event)."""
+        kind = entry.task.kind
+        if kind == "classify":
+            return label_key(upstream_text)
+        if answer is None:
+            return upstream_text
+        thresholds = Thresholds.of(entry.task.spec)
+        try:
+            verdict = judge(
+                kind, [answer], [upstream_text], lambda t: self._embed(list(t)), thresholds
+            )
+        except ModelError as exc:
+            log.warning("%s: cannot judge an answer: %s", entry.name, exc)
+            return upstream_text
+        return answer if verdict.correct[0] else upstream_text
 
     # -- matching -------------------------------------------------------------------------
 
@@ -262,12 +282,13 @@ class TaskAnswerer:
         )
         return Decision(reply=reply, task=entry.name, reason="confident")
 
-    def _shadow(self, entry: PromptTask, version: ModelVersion, text: str, truth: str) -> None:
+    def _shadow(self, entry: PromptTask, version: ModelVersion, text: str, upstream: str) -> None:
         try:
             (answer,) = self.students.predict(version.id, [text])
         except ModelError as exc:
             log.warning("%s (shadow): %s", entry.name, exc)
             return
+        truth = self._truth(entry, answer.answer, upstream)
         record(
             self.store,
             version.id,

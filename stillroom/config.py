@@ -230,6 +230,35 @@ class ServerConfig(Model):
     port: int = Field(8765, ge=1, le=65535)
 
 
+class RuntimeConfig(Model):
+    """How students are served: llama.cpp models loaded on demand, kept while used."""
+
+    encoder: Literal["llama.cpp", "sentence-transformers"] = Field(
+        "llama.cpp",
+        description="Classifier inputs are embedded by the encoder as GGUF (no torch) or by"
+        " sentence-transformers (the fallback; imports torch).",
+    )
+    memory_budget_mb: int = Field(
+        1024, ge=64, description="Least recently used models are unloaded past this."
+    )
+    keep_alive_seconds: float = Field(
+        600.0, gt=0, description="A model unused this long is unloaded (pinned ones stay)."
+    )
+    pinned: list[str] = Field(
+        default_factory=list, description="Tasks whose models stay loaded: hot tasks."
+    )
+    threads: int | None = Field(
+        None,
+        ge=1,
+        le=256,
+        description="llama.cpp threads (default: 1 for the encoder, half the cores for a base).",
+    )
+    base: str = Field(
+        "smollm2-135m-instruct",
+        description="Base LLM of generative students: the packaged SmolLM2 or a .gguf path.",
+    )
+
+
 class RetentionConfig(Model):
     days: int = Field(90, ge=1, description="Raw events older than this are deleted.")
     max_mb: int = Field(500, ge=1, description="Oldest raw events go first past this size.")
@@ -250,6 +279,7 @@ class Config(Model):
     server: ServerConfig = Field(default_factory=ServerConfig)
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
 
     _expand = field_validator("destinations", mode="before")(

@@ -203,6 +203,19 @@ def prompt_signature(messages: Sequence[Mapping[str, Any]]) -> tuple[str, str] |
     return None if shape is None else (shape.template, shape.user)
 
 
+def instruction_templates(instruction: str, sample: str) -> dict[str, str]:
+    """The templates of calls that ask a task made by hand: the instruction as the system
+    message with the input as the user's, or both in one user message (`sample`, an input of
+    the task, shows how that one splits)."""
+    shapes = [
+        prompt_shape(
+            [{"role": "system", "content": instruction}, {"role": "user", "content": sample}]
+        ),
+        prompt_shape([{"role": "user", "content": f"{instruction}\n\n{sample}"}]),
+    ]
+    return {s.template_hash: s.template for s in shapes if s is not None and INPUT in s.template}
+
+
 def message_text(message: Mapping[str, Any]) -> str:
     """A message's text; OpenAI content parts are joined (their non-text parts dropped)."""
     content = message.get("content")

@@ -112,13 +112,15 @@ class DaemonHarness:
         return [json.loads(r[0]) for r in rows]
 
 
-def run_cli(*args: str, home: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run_cli(
+    *args: str, home: Path, timeout: float = 60, **env: str
+) -> subprocess.CompletedProcess[str]:
     """`stillroom ARGS` as a user runs it, with no stdin."""
     return subprocess.run(
         [sys.executable, "-m", "stillroom", *args],
         env={**os.environ, "STILLROOM_HOME": str(home), **env},
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         stdin=subprocess.DEVNULL,
     )

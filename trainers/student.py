@@ -1,4 +1,8 @@
-"""A registered classifier version, loaded to answer: confident, in scope, or it abstains."""
+"""A registered version, loaded to answer: confident, in scope, or it abstains.
+
+Classifier inputs are embedded by the encoder as GGUF through llama.cpp (an Engine) where one
+is given, else by sentence-transformers; `load_student` picks the student class by version.
+"""
 
 from __future__ import annotations
 
@@ -19,6 +23,9 @@ from stillroom.trainers.setfit import ENCODER_DIR
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
+
+    from stillroom.service.engine import Engine
+    from stillroom.trainers.generator import GenerativeStudent
 
 
 class ClassifierStudent:
@@ -46,9 +53,25 @@ class ClassifierStudent:
         (keyed by encoder, so a tuned encoder's never mix with the shared one's)."""
         return Encoder(self.encoder_path, store=store)
 
-    def encode(self, texts: Sequence[str], store: Store | None = None) -> NDArray[np.float32]:
-        """Embed inputs for `predict` with this version's encoder."""
+    def encode(
+        self, texts: Sequence[str], store: Store | None = None, engine: Engine | None = None
+    ) -> NDArray[np.float32]:
+        """Embed inputs for `predict` with this version's encoder: through llama.cpp when an
+        engine is given (no torch), else sentence-transformers."""
+        if engine is not None:
+            return engine.embed(texts, self.encoder_path)
         return self.encoder(store).encode(texts)
+
+    def answer(
+        self, texts: Sequence[str], store: Store | None = None, engine: Engine | None = None
+    ) -> list[Prediction]:
+        return self.predict(self.encode(texts, store, engine))
+
+    def warm(self, engine: Engine) -> list[Path]:
+        """Load the models it answers with now; returns their files (to pin them)."""
+        encoder = engine.encoder_file(self.encoder_path)
+        engine.cache.encoder(encoder)
+        return [encoder]
 
     def predict(self, vectors: NDArray[np.float32]) -> list[Prediction]:
         probs = self.head.probabilities(vectors)
@@ -69,3 +92,17 @@ class ClassifierStudent:
                 continue
             out.append(Prediction(None, confidence, True, reason, best))
         return out
+
+
+def load_student(
+    version: ModelVersion, engine: Engine | None
+) -> ClassifierStudent | GenerativeStudent:
+    """The student class a version was trained as; generative ones need the engine."""
+    from stillroom.trainers.generator import STUDENT as GENERATIVE
+    from stillroom.trainers.generator import GenerativeStudent
+
+    if version.student == GENERATIVE:
+        if engine is None:
+            raise ModelError(f"version {version.version} generates text: it needs llama.cpp")
+        return GenerativeStudent(version, engine)
+    return ClassifierStudent(version)

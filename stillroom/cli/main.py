@@ -16,6 +16,7 @@ from stillroom.cli import (
     demo_cmd,
     detect_cmd,
     events_cmd,
+    export_cmd,
     import_cmd,
     proposals_cmd,
     savings_cmd,
@@ -50,6 +51,7 @@ app.add_typer(proposals_cmd.app, name="proposals")
 app.command()(savings_cmd.savings)
 app.command()(demo_cmd.demo)
 app.command()(serve_cmd.serve)
+app.command()(export_cmd.export)
 
 
 @app.callback()

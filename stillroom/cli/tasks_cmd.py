@@ -16,6 +16,7 @@ from stillroom.config import Config
 from stillroom.errors import TaskError
 from stillroom.paths import Paths
 from stillroom.predictions import live_stats
+from stillroom.prompts import instruction_templates
 from stillroom.registry import KINDS, TASK_NAME, ModelVersion, Registry, Task
 from stillroom.store import Store
 
@@ -130,6 +131,19 @@ def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any
                 f" {_pct(test.get('error_rate'))} ({test.get('errors')} in"
                 f" {test.get('answered')}): the bound {holds}"
             )
+    scores = (m.get("scores") or {}).get("test") or {}
+    if "exact" in scores:
+        lines.append(
+            f"on test when forced: exact match {_pct(scores['exact'])},"
+            f" field F1 {_pct(scores.get('field_f1'))}"
+        )
+    elif "rouge_l" in scores:
+        t = m.get("thresholds") or {}
+        lines.append(
+            f"on test when forced: ROUGE-L {scores['rouge_l']:.3f}, similarity"
+            f" {scores.get('similarity', 0):.3f}; an answer counts as right when its"
+            f" similarity >= {t.get('similarity')} and ROUGE-L >= {t.get('rouge_l')}"
+        )
     labels = m.get("labels", {})
     if labels:
         lines.append("labels: " + ", ".join(f"{k} ({v})" for k, v in labels.items()))
@@ -201,6 +215,8 @@ def new(
     taught = inputs is not None or synthesize is not None or (bool(instruction) and not examples)
     if taught and not instruction:
         raise TaskError("the teacher needs --instruction to know what the task is")
+    if kind in ("extract", "generate") and not instruction:
+        raise TaskError(f"a {kind} task needs --instruction: its student is told what to do")
     if taught and files:
         raise TaskError("the teacher labels text; a --files task learns from your own examples")
     spec: dict[str, Any] = {"target": target, "input_kind": "file" if files else "text"}
@@ -213,6 +229,9 @@ def new(
             get_config(config)[0], instruction, kind, given, count, rows, max_cost
         )
         sources += made
+    if instruction and not files and sources:
+        # Calls to the gateway that ask this instruction are this task's to answer.
+        spec["templates"] = instruction_templates(instruction, sources[0][0])
     with open_store() as store:
         registry = Registry(store)
         task = registry.create_task(name, kind, instruction=instruction, spec=spec)
@@ -296,7 +315,9 @@ def distill(
         from stillroom.cli.proposals_cmd import wake_daemon
         from stillroom.trainers.distill import distill_classifier
         from stillroom.trainers.encoder import Encoder
+        from stillroom.trainers.generative import GENERATIVE_KINDS, distill_generative
 
+        runtime = get_config(None)[0].runtime
         encoder = Encoder(store=store)
         for task in chosen:
             with console.status(f"distilling {task.name}") as status:
@@ -304,7 +325,10 @@ def distill(
                 def progress(text: str, name: str = task.name) -> None:
                     status.update(f"{name}: {text}")
 
-                result = distill_classifier(registry, task, encoder, Paths.resolve(), progress)
+                if task.kind in GENERATIVE_KINDS:
+                    result = distill_generative(registry, task, Paths.resolve(), runtime, progress)
+                else:
+                    result = distill_classifier(registry, task, encoder, Paths.resolve(), progress)
             fresh = registry.task(task.name)
             console.print(
                 card(
@@ -329,31 +353,43 @@ def run(
         version = registry.serving_version(task)
         if version is None:
             raise TaskError(f"{name} has no trained version yet (`stillroom distill {name} --now`)")
-        from stillroom.trainers.student import ClassifierStudent
+        from stillroom.service.engine import Engine
+        from stillroom.trainers.student import load_student
 
-        student = ClassifierStudent(version)
-        encoder = student.encoder(store)  # its own fine-tuned encoder where it has one
-        snippet = get_config(config)[0].filesystem.snippet_chars if task.input_kind == "file" else 0
-        if text is not None:
-            (prediction,) = student.predict(encoder.encode([_input(task, text, snippet)]))
-            if prediction.abstained:
-                console.print(
-                    f"abstained: {prediction.reason} (would say {prediction.best},"
-                    f" confidence {prediction.confidence:.2f})"
-                )
-            else:
-                console.print(f"{prediction.answer}  (confidence {prediction.confidence:.2f})")
-            return
-        requests = _read_requests()
-        vectors = encoder.encode([_input(task, r["input"], snippet) for r in requests])
-        for request, prediction in zip(requests, student.predict(vectors), strict=True):
-            out: dict[str, Any] = {"id": request["id"]} if "id" in request else {}
-            out |= {
-                "answer": prediction.answer,
-                "confidence": round(prediction.confidence, 4),
-                "abstained": prediction.abstained,
-            }
-            sys.stdout.write(json.dumps(out) + "\n")
+        cfg = get_config(config)[0]
+        engine = Engine(Paths.resolve(), cfg.runtime)
+        encoder = engine if cfg.runtime.encoder == "llama.cpp" else None
+        try:
+            student = load_student(version, engine)
+            snippet = cfg.filesystem.snippet_chars if task.input_kind == "file" else 0
+            if text is not None:
+                (prediction,) = student.answer([_input(task, text, snippet)], store, encoder)
+                if prediction.abstained:
+                    console.print(
+                        f"abstained: {prediction.reason} (would say {prediction.best},"
+                        f" confidence {prediction.confidence:.2f})",
+                        markup=False,
+                    )
+                else:
+                    console.print(
+                        f"{prediction.answer}  (confidence {prediction.confidence:.2f})",
+                        markup=False,
+                    )
+                return
+            requests = _read_requests()
+            inputs = [_input(task, r["input"], snippet) for r in requests]
+            for request, prediction in zip(
+                requests, student.answer(inputs, store, encoder), strict=True
+            ):
+                out: dict[str, Any] = {"id": request["id"]} if "id" in request else {}
+                out |= {
+                    "answer": prediction.answer,
+                    "confidence": round(prediction.confidence, 4),
+                    "abstained": prediction.abstained,
+                }
+                sys.stdout.write(json.dumps(out) + "\n")
+        finally:
+            engine.close()
 
 
 def _input(task: Task, text: str, snippet_chars: int) -> str:

@@ -10,13 +10,12 @@ from __future__ import annotations
 import json
 import random
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import openai
 from daemon_harness import run_cli, wait_until
+from gateway_client import gateway
 from prompt_calls import INSTRUCTIONS, SYSTEM, mixed, ticket, tickets
 from upstream import MODEL, Upstream, ticket_oracle
 
@@ -24,29 +23,12 @@ from stillroom.config import Config
 from stillroom.daemon.notify import LogNotifier
 from stillroom.daemon.proposals import review
 from stillroom.registry import Registry
-from stillroom.service.gateway import GatewayThread, bind, create_app
 from stillroom.service.local import TaskAnswerer
 from stillroom.service.students import StudentClient
 from stillroom.store import Store
 
-TOKEN = "test-token-" + "y" * 20
 BY = "json_extract(payload, '$.answered_by')"
 TOOLS = [{"type": "function", "function": {"name": "route", "parameters": {"type": "object"}}}]
-
-
-@contextmanager
-def gateway(config: Config, store: Store, answerer: TaskAnswerer | None) -> Iterator[openai.OpenAI]:
-    """The gateway with the local answerer, on a free port; an openai client pointed at it."""
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    served = config.model_copy(update={"server": config.server.model_copy(update={"port": port})})
-    app = create_app(served, sink=store.add_event, token=TOKEN, answerer=answerer, env={})
-    thread = GatewayThread(app, sock)
-    thread.start()
-    try:
-        yield openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="sk-u", max_retries=0)
-    finally:
-        thread.stop()
 
 
 def ask(client: openai.OpenAI, text: str, n: int, **kw: Any) -> tuple[str, str, str | None]:

@@ -1,0 +1,110 @@
+"""`stillroom export TASK --format gguf`: a task's serving version as files other tools run.
+
+A generative task gives its base GGUF, its LoRA adapter GGUF, an Ollama Modelfile that joins
+them and the evaluation card; a classifier gives the encoder GGUF, its head and the card.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from stillroom.cli.options import console, open_store
+from stillroom.errors import TaskError
+from stillroom.manifest import read_manifest
+from stillroom.paths import Paths
+from stillroom.registry import ModelVersion, Registry, Task
+
+CHATML_TEMPLATE = """{{ if .System }}<|im_start|>system
+{{ .System }}<|im_end|>
+{{ end }}{{ if .Prompt }}<|im_start|>user
+{{ .Prompt }}<|im_end|>
+{{ end }}<|im_start|>assistant
+{{ .Response }}<|im_end|>
+"""
+
+
+def export(
+    name: str,
+    format: Annotated[str, typer.Option("--format", help="gguf (the only format yet).")] = "gguf",
+    to: Annotated[
+        Path | None, typer.Option(help="Folder to create (default: ./TASK-vN-gguf).")
+    ] = None,
+) -> None:
+    """Write a task's serving version as GGUF files, with an Ollama Modelfile and its card."""
+    from stillroom.cli.tasks_cmd import card
+
+    if format != "gguf":
+        raise TaskError(f"--format {format}: only gguf is supported")
+    with open_store() as store:
+        registry = Registry(store)
+        task = registry.task(name)
+        version = registry.serving_version(task)
+        if version is None:
+            raise TaskError(f"{name} has no trained version to export")
+        text = card(task, registry.count_examples(task), version, registry.versions(task))
+    target = (to or Path(f"{task.name}-v{version.version}-gguf")).expanduser()
+    if target.exists() and any(target.iterdir()):
+        raise TaskError(f"{target} exists and is not empty: name another folder with --to")
+    read_manifest(Path(version.path))  # export only what was trained, unchanged
+    target.mkdir(parents=True, exist_ok=True)
+    written = _generative(task, version, target) if _is_generative(version) else None
+    if written is None:
+        written = _classifier(version, target)
+    (target / "CARD.md").write_text(f"# {task.name} v{version.version}\n\n```\n{text}\n```\n")
+    console.print(f"wrote {target}: " + ", ".join([*written, "CARD.md"]))
+
+
+def _is_generative(version: ModelVersion) -> bool:
+    from stillroom.trainers.generator import STUDENT
+
+    return version.student == STUDENT
+
+
+def _generative(task: Task, version: ModelVersion, target: Path) -> list[str]:
+    from stillroom.trainers.generator import ADAPTER_FILE, StudentSpec, base_file
+
+    folder = Path(version.path)
+    spec = StudentSpec.load(folder)
+    base = base_file(spec)
+    shutil.copyfile(base, target / base.name)
+    shutil.copyfile(folder / ADAPTER_FILE, target / f"{task.name}.lora.gguf")
+    lines = [
+        f"# {task.name} v{version.version}: `ollama create {task.name} -f Modelfile`",
+        f"FROM ./{base.name}",
+        f"ADAPTER ./{task.name}.lora.gguf",
+    ]
+    if "<|im_start|>" in spec.template:
+        lines.append(f'TEMPLATE """{CHATML_TEMPLATE}"""')
+        lines.append('PARAMETER stop "<|im_end|>"')
+    lines += [
+        "PARAMETER temperature 0",
+        f"SYSTEM {json.dumps(spec.instruction)}",
+    ]
+    (target / "Modelfile").write_text("\n".join(lines) + "\n")
+    if spec.schema is not None:
+        (target / "schema.json").write_text(json.dumps(spec.schema, indent=2) + "\n")
+    names = [base.name, f"{task.name}.lora.gguf", "Modelfile"]
+    return names + (["schema.json"] if spec.schema is not None else [])
+
+
+def _classifier(version: ModelVersion, target: Path) -> list[str]:
+    from stillroom.service.engine import Engine
+    from stillroom.trainers.classifier import HEAD_CONFIG, HEAD_WEIGHTS
+    from stillroom.trainers.student import ClassifierStudent
+
+    student = ClassifierStudent(version)
+    encoder = Engine(Paths.resolve()).encoder_file(student.encoder_path)
+    shutil.copyfile(encoder, target / "encoder.gguf")
+    for name in (HEAD_WEIGHTS, HEAD_CONFIG):
+        shutil.copyfile(Path(version.path) / name, target / name)
+    (target / "README.txt").write_text(
+        "A classifier: embed the input with encoder.gguf (llama.cpp, embedding mode, mean"
+        " pooling, unit length), then softmax(weights @ v + bias) over head.json's labels.\n"
+        "Ollama runs generative models only; this one needs llama.cpp's embedding API.\n"
+    )
+    return ["encoder.gguf", HEAD_WEIGHTS, HEAD_CONFIG, "README.txt"]

