@@ -7,7 +7,6 @@ trained on is the text llama.cpp is later asked to continue.
 from __future__ import annotations
 
 import functools
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from stillroom.errors import ModelError
+from stillroom.manifest import sha256_file
 from stillroom.paths import PRIVATE_DIR, private_dir
 
 if TYPE_CHECKING:
@@ -48,17 +48,9 @@ def base_gguf(base: str = DEFAULT_BASE) -> Path:
     return path.resolve()
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def hf_folder(gguf: Path, cache_dir: Path) -> Path:
     """A Hugging Face folder of the dequantized GGUF, built once per GGUF content."""
-    target = cache_dir / f"{gguf.stem}-{file_sha256(gguf)[:16]}"
+    target = cache_dir / f"{gguf.stem}-{sha256_file(gguf)[:16]}"
     if target.is_dir():  # only ever created by the rename below, so always complete
         return target
     private_dir(cache_dir)

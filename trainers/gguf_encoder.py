@@ -8,7 +8,6 @@ token-type tables) as f32.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -20,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from stillroom.errors import ModelError
+from stillroom.manifest import sha256_file
 from stillroom.paths import private_dir
 
 CONVERTER_VERSION = 1
@@ -112,7 +112,7 @@ def encoder_gguf(source: Path, cache_dir: Path) -> Path:
     """The GGUF for the encoder at `source`, converted once into `cache_dir` and reused."""
     weights = Path(source) / WEIGHTS
     try:
-        digest = _sha256(weights)
+        digest = sha256_file(weights)
     except OSError as exc:
         raise ModelError(f"{source}: cannot read {WEIGHTS} ({exc})") from exc
     target = private_dir(Path(cache_dir)) / f"encoder-{digest[:32]}-v{CONVERTER_VERSION}.gguf"
@@ -121,14 +121,6 @@ def encoder_gguf(source: Path, cache_dir: Path) -> Path:
     # Two processes may both convert; each writes its own temp file and os.replace makes
     # the last one win with an identical file.
     return convert_encoder(Path(source), target)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _read_json(path: Path, required: bool = True) -> dict[str, Any]:

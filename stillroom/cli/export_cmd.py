@@ -36,7 +36,7 @@ def export(
     ] = None,
 ) -> None:
     """Write a task's serving version as GGUF files, with an Ollama Modelfile and its card."""
-    from stillroom.cli.tasks_cmd import card
+    from stillroom.cli.task_card import card
 
     if format != "gguf":
         raise TaskError(f"--format {format}: only gguf is supported")

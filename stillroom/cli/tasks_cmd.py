@@ -11,6 +11,7 @@ import typer
 from rich.table import Table
 
 from stillroom.cli.options import ConfigOption, console, get_config, open_store
+from stillroom.cli.task_card import card, pct
 from stillroom.cli.task_files import read_examples, read_inputs
 from stillroom.config import Config
 from stillroom.errors import TaskError
@@ -51,8 +52,8 @@ def tasks(ctx: typer.Context) -> None:
                 str(count),
                 f"v{version.version}" if version else "-",
                 _agreement(store, task, version),
-                _pct(g.get("coverage")) if guaranteed else "-",
-                _pct(g.get("bound")) if guaranteed else "-",
+                pct(g.get("coverage")) if guaranteed else "-",
+                pct(g.get("bound")) if guaranteed else "-",
                 task.state
                 if task.state in ("paused", "declined") or not version
                 else version.status,
@@ -75,7 +76,7 @@ def _agreement(store: Store, task: Task, version: ModelVersion | None) -> str:
         live = live_stats(store, version.id, version.status, assume_right=active)
         if live.judged and live.agreement is not None:
             return f"{live.agreement:.1%} live ({live.judged})"
-    return _pct(version.metrics.get("accuracy_test")) + " test"
+    return pct(version.metrics.get("accuracy_test")) + " test"
 
 
 @app.command()
@@ -87,68 +88,6 @@ def show(name: str) -> None:
         versions = registry.versions(task)
         count = registry.count_examples(task)
     console.print(card(task, count, versions[0] if versions else None, versions))
-
-
-def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any]) -> str:
-    lines = [f"task {task.name} ({task.kind}, made by {task.origin}, {task.state})"]
-    if task.instruction:
-        lines.append(f"instruction: {task.instruction}")
-    lines.append(f"examples: {examples}; target: error <= {task.target:.0%} at 95% confidence")
-    spend = task.spec.get("teacher_spend")
-    if spend:
-        cost = spend.get("cost_usd")
-        lines.append(
-            f"teacher: {spend.get('model')} labelled {spend.get('labelled')} and synthesized"
-            f" {spend.get('synthesized')} in {spend.get('calls')} calls,"
-            + (" cost unknown" if cost is None else f" ${cost:.4f}")
-        )
-    if version is None:
-        lines.append("not trained yet: `stillroom distill " + task.name + " --now`")
-        return "\n".join(lines)
-    m, g = version.metrics, version.guarantee
-    split = m.get("split", {})
-    lines += [
-        f"version v{version.version} ({version.student}, {version.status}),"
-        f" trained on {split.get('train')} / calibrated on {split.get('calibration')}"
-        f" / tested on {split.get('test')}",
-        f"accuracy when forced to answer: {_pct(m.get('accuracy_test'))} on test,"
-        f" {_pct(m.get('accuracy_calibration'))} on calibration",
-    ]
-    if g.get("threshold") is None:
-        more = f" about {g['needed']} more labelled examples" if g.get("needed") else " better data"
-        lines.append(f"guarantee: none holds yet; it always abstains. It needs{more}.")
-    else:
-        lines.append(
-            f"guarantee: answers when confidence >= {g['threshold']:.3f} and in scope;"
-            f" error among answered <= {_pct(g['bound'])} (95% Clopper-Pearson bound,"
-            f" {g['errors']} errors in {g['answered']}); coverage {_pct(g['coverage'])}"
-        )
-        test = g.get("test") or {}
-        if test:
-            holds = "holds" if test.get("holds") else "DOES NOT hold"
-            lines.append(
-                f"on test: coverage {_pct(test.get('coverage'))}, error among answered"
-                f" {_pct(test.get('error_rate'))} ({test.get('errors')} in"
-                f" {test.get('answered')}): the bound {holds}"
-            )
-    scores = (m.get("scores") or {}).get("test") or {}
-    if "exact" in scores:
-        lines.append(
-            f"on test when forced: exact match {_pct(scores['exact'])},"
-            f" field F1 {_pct(scores.get('field_f1'))}"
-        )
-    elif "rouge_l" in scores:
-        t = m.get("thresholds") or {}
-        lines.append(
-            f"on test when forced: ROUGE-L {scores['rouge_l']:.3f}, similarity"
-            f" {scores.get('similarity', 0):.3f}; an answer counts as right when its"
-            f" similarity >= {t.get('similarity')} and ROUGE-L >= {t.get('rouge_l')}"
-        )
-    labels = m.get("labels", {})
-    if labels:
-        lines.append("labels: " + ", ".join(f"{k} ({v})" for k, v in labels.items()))
-    lines.append("versions: " + ", ".join(f"v{v.version} {v.status}" for v in all_))
-    return "\n".join(lines)
 
 
 @app.command()
@@ -418,7 +357,3 @@ def _read_requests() -> list[dict[str, Any]]:
             raise TaskError(f'stdin line {number}: expected {{"input": "...", "id": ...}}')
         requests.append(data)
     return requests
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{float(value):.1%}"
