@@ -21,6 +21,11 @@ class Monitor(ABC):
         self.config = config
         self.emit = emit
 
+    @classmethod
+    def enabled(cls, config: Config) -> bool:
+        """Whether the daemon should run this monitor under `config`; opt-in ones say no."""
+        return True
+
     @abstractmethod
     def start(self) -> None:
         """Start watching; returns at once."""
@@ -40,6 +45,7 @@ def register(cls: type[Monitor]) -> type[Monitor]:
 
 def monitor_classes() -> dict[str, type[Monitor]]:
     """Every built-in monitor, imported on demand."""
-    from stillroom.monitors import filesystem  # noqa: F401  (registers itself)
+    # Each module registers its class on import.
+    from stillroom.monitors import filesystem, input, system  # noqa: F401
 
     return dict(REGISTRY)

@@ -147,8 +147,12 @@ class FilesystemMonitor(Monitor):
         self._ready.set()
         next_tick = time.monotonic() + self._interval
         while True:
+            # Nothing settling, pairing or rescanning: sleep until an event comes (an idle
+            # daemon's every timed wakeup costs CPU).
+            busy = self._rescan_due is not None or len(self._settler) or self._pairer.waiting
+            timeout = max(0.0, next_tick - time.monotonic()) if busy else None
             try:
-                item = self._inbox.get(timeout=max(0.0, next_tick - time.monotonic()))
+                item = self._inbox.get(timeout=timeout)
             except queue.Empty:
                 item = None
             if item is _STOP and self._stopping.is_set():

@@ -244,6 +244,11 @@ class Pairer:
         key = (device, inode)
         return bool(self._departures.find(name, key) or self.index.find(name, key))
 
+    @property
+    def waiting(self) -> bool:
+        """Whether a departure or an arrival waits for its partner (a tick is due)."""
+        return bool(len(self._departures) or len(self._arrivals))
+
     def expire(self, now: float, busy: Callable[[Departure], bool]) -> list[Report]:
         """Report what waited past its deadline; a departure whose arrival may still be
         settling (`busy`) lingers a little longer."""

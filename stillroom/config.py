@@ -259,6 +259,86 @@ class RuntimeConfig(Model):
     )
 
 
+class InputMonitorConfig(Model):
+    """Keyboard and mouse activity (pynput, opt-in): idle time and shortcut counts, never the
+    text typed."""
+
+    enabled: bool = Field(False, description="Opt-in: record activity and shortcut counts.")
+    idle_source: Literal["auto", "pynput", "logind"] = Field(
+        "auto",
+        description="auto: pynput under X11, logind's IdleHint under Wayland or without X.",
+    )
+    flush_seconds: float = Field(
+        300.0, ge=5, le=86_400, description="Counts are stored as one event per this period."
+    )
+
+
+class SystemMonitorConfig(Model):
+    """Power, battery and load (psutil); the foreground application only when opted in."""
+
+    enabled: bool = True
+    interval_seconds: float = Field(30.0, ge=1, le=3600, description="How often it samples.")
+    foreground_app: bool = Field(
+        False, description="Opt-in: record the foreground application's name as context."
+    )
+
+
+class MonitorsConfig(Model):
+    input: InputMonitorConfig = Field(default_factory=InputMonitorConfig)
+    system: SystemMonitorConfig = Field(default_factory=SystemMonitorConfig)
+
+
+class NotificationsConfig(Model):
+    """How proposals and pauses reach the user: desktop notifications, else the CLI."""
+
+    desktop: bool = Field(True, description="Use the desktop's notification service if any.")
+    max_per_day: int = Field(3, ge=0, le=100, description="Desktop notifications a day at most.")
+
+
+def _clock(value: str) -> int:
+    hours, _, minutes = value.partition(":")
+    if not (hours.isdigit() and minutes.isdigit() and len(minutes) == 2):
+        raise ValueError(f"{value!r} is not a time like 01:00")
+    h, m = int(hours), int(minutes)
+    if h > 23 or m > 59:
+        raise ValueError(f"{value!r} is not a time of day")
+    return h * 60 + m
+
+
+class ScheduleConfig(Model):
+    """When queued tasks are trained: inside the window, while you are away, on AC power and
+    with the machine quiet. `stillroom distill --now` ignores all of it."""
+
+    window: str = Field(
+        "01:00-06:00", description="Local time, HH:MM-HH:MM; may cross midnight (22:00-06:00)."
+    )
+    idle_minutes: float = Field(
+        15.0, ge=0, le=1440, description="No keyboard or mouse input for this long."
+    )
+    require_ac: bool = Field(True, description="Train only on AC power (laptops).")
+    max_cpu_percent: float = Field(
+        30.0, gt=0, le=100, description="Other load above this (whole machine) defers training."
+    )
+    check_seconds: float = Field(
+        60.0, ge=1, le=3600, description="How often the conditions are checked in the window."
+    )
+
+    @field_validator("window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        start, sep, end = value.replace(" ", "").partition("-")
+        if not sep:
+            raise ValueError(f"{value!r} is not a window like 01:00-06:00")
+        if _clock(start) == _clock(end):
+            raise ValueError(f"{value!r} is an empty window")
+        return f"{start}-{end}"
+
+    def minutes(self) -> tuple[int, int]:
+        """(start, end) in minutes after midnight; end < start crosses midnight."""
+        start, _, end = self.window.partition("-")
+        return _clock(start), _clock(end)
+
+
 class RetentionConfig(Model):
     days: int = Field(90, ge=1, description="Raw events older than this are deleted.")
     max_mb: int = Field(500, ge=1, description="Oldest raw events go first past this size.")
@@ -281,6 +361,9 @@ class Config(Model):
     teacher: TeacherConfig = Field(default_factory=TeacherConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
+    monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
+    notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     _expand = field_validator("destinations", mode="before")(
         lambda v: [expand_path(p) for p in v] if isinstance(v, list) else v

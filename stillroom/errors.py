@@ -52,3 +52,11 @@ class TeacherError(StillroomError):
 
 class LogsError(StillroomError):
     """An llm logs database is missing, unreadable, or not one llm wrote."""
+
+
+class ServiceError(StillroomError):
+    """The OS service file cannot be written or removed (not stillroom's, or not writable)."""
+
+
+class MonitorError(StillroomError):
+    """A monitor's source (X display, logind, D-Bus) is unavailable."""

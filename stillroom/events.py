@@ -65,12 +65,42 @@ class LLMCallPayload(Payload):
     origin: str = Field("gateway", description="gateway, or where an imported call came from.")
 
 
+class InputActivityPayload(Payload):
+    """Keyboard and mouse activity over one period: counts and timings, never the text typed."""
+
+    seconds: float = Field(description="Length of the period counted.")
+    keys: int = Field(0, description="Key presses of any key.")
+    clicks: int = Field(0, description="Mouse button presses.")
+    scrolls: int = Field(0, description="Scroll wheel steps.")
+    moves: int = Field(0, description="Bursts of pointer motion (a pause starts a new one).")
+    shortcuts: dict[str, int] = Field(
+        default_factory=dict, description='Ctrl/Alt/Super combinations, e.g. {"ctrl+s": 3}.'
+    )
+    idle_seconds: float | None = Field(None, description="Time since the last input, at flush.")
+
+
+class SystemPowerPayload(Payload):
+    """The power source changed (or the monitor started)."""
+
+    on_ac: bool | None = Field(description="None when psutil cannot tell; no battery is AC.")
+    battery_percent: float | None = None
+
+
+class ForegroundAppPayload(Payload):
+    """The foreground application changed: its name only, never a window title."""
+
+    name: str
+
+
 PAYLOAD_TYPES: dict[str, type[Payload]] = {
     "llm.call": LLMCallPayload,
     "file.created": FilePayload,
     "file.modified": FilePayload,
     "file.moved": FilePayload,
     "file.deleted": FilePayload,
+    "input.activity": InputActivityPayload,
+    "system.power": SystemPowerPayload,
+    "system.app": ForegroundAppPayload,
 }
 
 

@@ -66,6 +66,17 @@ retention: {days: 30, max_mb: 100}
     assert config.retention.days == 30
 
 
+def test_os_integration_defaults_are_private_and_cautious() -> None:
+    config = Config()
+    assert not config.monitors.input.enabled  # opt-in
+    assert not config.monitors.system.foreground_app  # opt-in
+    assert config.schedule.minutes() == (60, 360)
+    assert Config.from_data({"schedule": {"window": "22:30 - 06:00"}}).schedule.minutes() == (
+        22 * 60 + 30,
+        360,
+    )
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -91,6 +102,22 @@ retention: {days: 30, max_mb: 100}
         ("version: 7\n", "version: 7 is newer than this stillroom reads (1); upgrade"),
         ("- just\n- a list\n", "the file must be a mapping of keys, got ['just', 'a list']"),
         ("folders: [\n", "line 2, column 1: not valid YAML"),
+        (
+            "schedule: {window: '25:00-06:00'}\n",
+            "schedule.window: '25:00' is not a time of day (got '25:00-06:00')",
+        ),
+        (
+            "schedule: {window: '01:00'}\n",
+            "schedule.window: '01:00' is not a window like 01:00-06:00 (got '01:00')",
+        ),
+        (
+            "schedule: {window: '02:00-02:00'}\n",
+            "schedule.window: '02:00-02:00' is an empty window (got '02:00-02:00')",
+        ),
+        (
+            "monitors: {input: {idle_source: xinput}}\n",
+            "monitors.input.idle_source: Input should be 'auto', 'pynput' or 'logind'",
+        ),
     ],
 )
 def test_bad_config_names_file_key_and_value(tmp_path: Path, text: str, message: str) -> None:

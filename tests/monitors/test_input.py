@@ -1,0 +1,250 @@
+"""The input monitor on a real X server (Xvfb) driven by xdotool, its events in a real store."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from xserver import xdotool, xvfb
+
+from stillroom.config import Config, InputMonitorConfig, MonitorsConfig
+from stillroom.events import Event, InputActivityPayload
+from stillroom.monitors.base import monitor_classes
+from stillroom.monitors.input import InputMonitor, choose_source
+from stillroom.monitors.state import MachineState
+from stillroom.monitors.system import SystemMonitor
+from stillroom.store import Store
+
+MARKER = "quokkazebra"
+
+
+@pytest.fixture
+def display(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh Xvfb, and an environment that looks like an X11 session on it."""
+    with xvfb() as name:
+        monkeypatch.setenv("DISPLAY", name)
+        monkeypatch.setenv("XDG_SESSION_TYPE", "x11")
+        monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+        yield name
+
+
+Start = Callable[..., tuple[InputMonitor, list[Event], MachineState]]
+
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    """Start an InputMonitor with its own machine state; stopped after the test."""
+    monitors: list[InputMonitor] = []
+
+    def run(**settings: object) -> tuple[InputMonitor, list[Event], MachineState]:
+        config = Config(monitors=MonitorsConfig(input=InputMonitorConfig(enabled=True, **settings)))
+        events: list[Event] = []
+        state = MachineState()
+        monitor = InputMonitor(config, events.append, state=state)
+        monitors.append(monitor)
+        monitor.start()
+        return monitor, events, state
+
+    yield run
+    for monitor in monitors:
+        monitor.stop()
+
+
+def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.02)
+
+
+def activity(events: list[Event]) -> list[InputActivityPayload]:
+    return [e.payload for e in events if isinstance(e.payload, InputActivityPayload)]
+
+
+def flush_until(
+    monitor: InputMonitor, events: list[Event], done: Callable[[Counter[str]], bool]
+) -> tuple[Counter[str], Counter[str]]:
+    """Flush until the summed counts satisfy `done` (X delivers input asynchronously)."""
+
+    def totals() -> tuple[Counter[str], Counter[str]]:
+        counts: Counter[str] = Counter()
+        shortcuts: Counter[str] = Counter()
+        for p in activity(events):
+            counts.update(keys=p.keys, clicks=p.clicks, scrolls=p.scrolls, moves=p.moves)
+            shortcuts.update(p.shortcuts)
+        return counts, shortcuts
+
+    def reached() -> bool:
+        monitor.flush()
+        return done(totals()[0])
+
+    wait_until(reached, timeout=10)
+    time.sleep(0.3)  # anything late would show in one more flush
+    monitor.flush()
+    return totals()
+
+
+@pytest.mark.timeout(30)
+def test_idle_time_falls_on_input(display: str, start: Start) -> None:
+    monitor, _, state = start()
+    assert monitor.source == "pynput"
+    time.sleep(1.5)
+    before = state.conditions()
+    assert before.idle_source == "pynput"
+    assert before.idle_seconds is not None and before.idle_seconds >= 1.0
+
+    xdotool(display, "mousemove", "200", "300")
+    wait_until(lambda: (state.conditions().idle_seconds or 99) < 0.5)
+
+    time.sleep(1.2)
+    assert (state.conditions().idle_seconds or 0) >= 1.0
+    xdotool(display, "key", "a")
+    wait_until(lambda: (state.conditions().idle_seconds or 99) < 0.5)
+
+
+@pytest.mark.timeout(30)
+def test_shortcuts_are_counted_and_shift_letters_are_not(display: str, start: Start) -> None:
+    monitor, events, _ = start()
+    for _ in range(3):
+        xdotool(display, "key", "ctrl+s")
+    xdotool(display, "key", "alt+Tab")
+    xdotool(display, "key", "shift+a", "shift+a")
+    xdotool(display, "key", "b", "c", "1")
+    xdotool(display, "click", "1")
+    xdotool(display, "click", "5")  # button 5 is a scroll step
+    presses = 3 * 2 + 2 + 2 * 2 + 3
+
+    counts, shortcuts = flush_until(monitor, events, lambda c: c["keys"] >= presses)
+
+    assert dict(shortcuts) == {"ctrl+s": 3, "alt+tab": 1}
+    assert counts["keys"] >= presses
+    assert counts["clicks"] == 1
+    assert counts["scrolls"] == 1
+
+
+@pytest.mark.timeout(30)
+def test_typed_text_is_never_stored(
+    display: str, start: Start, stillroom_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="stillroom")
+    monitor, events, _ = start()
+    xdotool(display, "type", "--delay", "5", MARKER)
+    xdotool(display, "key", "ctrl+s", "ctrl+shift+t", "shift+q", "shift+u")
+    presses = len(MARKER) + 2 + 3 + 2 + 2
+    counts, shortcuts = flush_until(monitor, events, lambda c: c["keys"] >= presses)
+    monitor.stop()
+    assert counts["keys"] >= presses
+    assert dict(shortcuts) == {"ctrl+s": 1, "ctrl+shift+t": 1}
+
+    path = stillroom_home / "data" / "stillroom.db"
+    with Store(path) as db:
+        db.add_events(events)
+        stored = [e for e in db.events(kind="input.activity", limit=1000)]
+        assert len(stored) == len(activity(events))
+        dumps = _database_bytes(path)  # with the write-ahead log still holding the rows
+    dumps += _database_bytes(path)
+    assert dumps
+    for blob in [*dumps, *(e.model_dump_json().encode() for e in events)]:
+        _assert_no_marker(blob)
+    assert MARKER not in caplog.text
+
+
+def _database_bytes(path: Path) -> list[bytes]:
+    files = [path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")]
+    return [f.read_bytes() for f in files if f.exists()]
+
+
+def _assert_no_marker(blob: bytes) -> None:
+    for text in (MARKER, MARKER.upper()):
+        for encoding in ("utf-8", "utf-16-le", "utf-16-be", "utf-32-le", "utf-32-be"):
+            assert text.encode(encoding) not in blob, encoding
+        assert text.encode().hex().encode() not in blob.lower()
+    # Its letters in order with only non-letters between (JSON lists, wide encodings, ...).
+    spread = b"[^A-Za-z]{0,8}".join(re.escape(c.encode()) for c in MARKER)
+    assert re.search(spread, blob, re.IGNORECASE) is None
+
+
+@pytest.mark.timeout(30)
+def test_counts_flush_every_period_and_at_stop(display: str, start: Start) -> None:
+    monitor, events, _ = start(flush_seconds=5)
+    assert monitor.flush() is None  # nothing happened yet: nothing stored
+    xdotool(display, "click", "1")
+    wait_until(lambda: len(activity(events)) == 1, timeout=8)
+    (first,) = activity(events)
+    assert first.clicks == 1 and first.keys == 0
+    assert 4.0 <= first.seconds <= 7.0
+
+    xdotool(display, "key", "ctrl+z")
+    time.sleep(0.5)
+    monitor.stop()
+    assert activity(events)[-1].shortcuts == {"ctrl+z": 1}
+
+
+@pytest.mark.timeout(30)
+def test_stop_clears_the_idle_source(display: str, start: Start) -> None:
+    monitor, _, state = start()
+    assert state.conditions().idle_source == "pynput"
+    monitor.stop()
+    assert state.conditions().idle_seconds is None
+    assert state.conditions().idle_source is None
+
+
+@pytest.mark.timeout(30)
+def test_without_any_source_it_logs_and_carries_on(
+    monkeypatch: pytest.MonkeyPatch, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="stillroom.monitors.input")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setenv("XDG_SESSION_TYPE", "tty")
+    monkeypatch.delenv("XDG_SESSION_ID", raising=False)
+    monkeypatch.setenv("DBUS_SYSTEM_BUS_ADDRESS", "unix:path=/nonexistent/stillroom-bus")
+    monitor, _, state = start()
+    assert monitor.source is None
+    assert state.conditions().idle_seconds is None
+    lines = [r.getMessage() for r in caplog.records if r.name == "stillroom.monitors.input"]
+    assert len(lines) == 1
+    assert lines[0].startswith("input monitor: no idle source: logind:")
+
+
+@pytest.mark.timeout(30)
+def test_forced_pynput_on_a_dead_display_does_not_fall_back(
+    monkeypatch: pytest.MonkeyPatch, start: Start, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="stillroom.monitors.input")
+    monkeypatch.setenv("DISPLAY", ":4093")  # nothing listens there
+    monitor, _, state = start(idle_source="pynput")
+    assert monitor.source is None
+    assert state.conditions().idle_source is None
+    (line,) = [r.getMessage() for r in caplog.records if r.name == "stillroom.monitors.input"]
+    assert "no idle source: pynput: cannot open X display :4093" in line
+
+
+def test_choose_source() -> None:
+    x11 = {"DISPLAY": ":1", "XDG_SESSION_TYPE": "x11"}
+    assert choose_source("auto", x11, "linux") == ("pynput", "X11 display :1")
+    wayland = {"DISPLAY": ":0", "XDG_SESSION_TYPE": "wayland"}
+    assert choose_source("auto", wayland, "linux") == ("logind", "Wayland session")
+    assert choose_source("auto", {"DISPLAY": ":0", "WAYLAND_DISPLAY": "wayland-0"}, "linux")[0] == (
+        "logind"
+    )
+    assert choose_source("auto", {}, "linux") == ("logind", "no X display")
+    assert choose_source("auto", {}, "darwin") == ("pynput", "macOS")
+    assert choose_source("pynput", wayland, "linux") == ("pynput", "set in the config")
+    assert choose_source("logind", x11, "linux") == ("logind", "set in the config")
+
+
+def test_input_is_opt_in_and_registered() -> None:
+    assert InputMonitor.enabled(Config()) is False
+    on = Config(monitors=MonitorsConfig(input=InputMonitorConfig(enabled=True)))
+    assert InputMonitor.enabled(on) is True
+    classes = monitor_classes()
+    assert classes["input"] is InputMonitor
+    assert classes["system"] is SystemMonitor
+    assert classes["filesystem"].enabled(Config()) is True
