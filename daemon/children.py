@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 log = logging.getLogger("stillroom.daemon")
@@ -22,16 +23,22 @@ NICE = 10
 class Children:
     """Starts `stillroom <args>` children one job name at a time; stops them all on demand."""
 
-    def __init__(self, logs_dir: Path, config_path: Path | None = None) -> None:
+    def __init__(
+        self,
+        logs_dir: Path,
+        config_path: Path | None = None,
+        command: Sequence[str] = (sys.executable, "-m", "stillroom"),
+    ) -> None:
         self.logs_dir = logs_dir
         self.config_path = config_path
+        self.command = tuple(command)  # what `run` prefixes to its arguments
         self._running: dict[str, subprocess.Popen[bytes]] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     def run(self, name: str, *args: str, timeout: float = 6 * 3600) -> int | None:
         """Run `stillroom ARGS` to the end (or until stopped); return its exit code."""
-        argv = [sys.executable, "-m", "stillroom", *args]
+        argv = [*self.command, *args]
         env = dict(os.environ)
         if self.config_path is not None:
             env["STILLROOM_CONFIG"] = str(self.config_path)

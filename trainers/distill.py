@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import numpy as np
@@ -32,7 +35,59 @@ from stillroom.trainers.encoder import ENCODER_ID, Encoder
 from stillroom.trainers.setfit import ENCODER_DIR, EncoderChoice, choose_encoder
 
 DEFAULT_MIN_COVERAGE = 0.25
+STOPPED_EXIT = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
 Progress = Callable[[str], None]
+
+
+class Stopped(BaseException):
+    """SIGTERM asked the run to stop. Not an Exception, so training code's `except Exception`
+    cannot swallow it; every `finally` on the way out removes what was half-written."""
+
+
+class _Stop:
+    committing = False  # a version is being written and registered: SIGTERM waits
+    asked = False  # a SIGTERM came while committing
+
+
+@contextmanager
+def stop_on_sigterm() -> Iterator[None]:
+    """Inside, SIGTERM raises `Stopped` in the main thread (by default it would end the
+    process at once, skipping the clean-ups), except while a version is being committed."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        if _Stop.committing:
+            _Stop.asked = True
+        else:
+            raise Stopped
+
+    _Stop.committing = _Stop.asked = False
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        _Stop.committing = _Stop.asked = False
+
+
+def committing() -> None:
+    """From here the version is written and registered in one go: a SIGTERM waits for
+    `task_done()` rather than leaving a folder without its row (or a row without its files)."""
+    _Stop.committing = True
+
+
+def task_done() -> None:
+    """Between tasks: raise `Stopped` now if a SIGTERM waited for the last commit."""
+    _Stop.committing = False
+    if _Stop.asked:
+        _Stop.asked = False
+        raise Stopped
+
+
+def fresh_version_folder(folder: Path) -> Path:
+    """An empty private folder for a new version. Files found there were left by a killed
+    run (no registered version has this number yet), so they go first."""
+    shutil.rmtree(folder, ignore_errors=True)
+    return private_dir(folder)
 
 
 @dataclass(frozen=True)
@@ -131,7 +186,8 @@ def _finish(
         **choice.metrics,
     }
     number = registry.next_version(task)
-    folder = private_dir(paths.models_dir / task.name / f"v{number}")
+    committing()  # writing and registering take well under a second: a SIGTERM waits
+    folder = fresh_version_folder(paths.models_dir / task.name / f"v{number}")
     try:
         if choice.tuned is not None:
             _move_private(choice.tuned, folder / ENCODER_DIR)

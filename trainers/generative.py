@@ -17,13 +17,19 @@ import numpy as np
 from stillroom.config import RuntimeConfig
 from stillroom.errors import TaskError
 from stillroom.manifest import write_manifest
-from stillroom.paths import Paths, private_dir
+from stillroom.paths import Paths
 from stillroom.registry import Registry, Task
 from stillroom.service.engine import Engine
 from stillroom.trainers.calibration import check_on_test, fit_guarantee, fit_radius
 from stillroom.trainers.calibration import nearest_distance as distances
 from stillroom.trainers.dataset import SHARES, Item, Split, dedupe
-from stillroom.trainers.distill import DEFAULT_MIN_COVERAGE, Distilled, Progress
+from stillroom.trainers.distill import (
+    DEFAULT_MIN_COVERAGE,
+    Distilled,
+    Progress,
+    committing,
+    fresh_version_folder,
+)
 from stillroom.trainers.generator import (
     ADAPTER_FILE,
     SCOPE_FILE,
@@ -91,9 +97,10 @@ def distill_generative(
     hf = hf_folder(base, paths.cache_dir / "bases")
     started = time.perf_counter()
     number = registry.next_version(task)
-    folder = private_dir(paths.models_dir / task.name / f"v{number}")
+    folder = paths.models_dir / task.name / f"v{number}"
     engine = Engine(paths, runtime)
     try:
+        fresh_version_folder(folder)
         with tempfile.TemporaryDirectory(prefix=".lora-", dir=folder.parent) as scratch:
             progress(f"training a LoRA adapter on {len(split.train)} examples (Unsloth)")
             trained = train_lora(
@@ -212,6 +219,7 @@ def _calibrate(
         guarantee=guarantee.to_dict(),
     )
     status = ("active" if task.origin == "user" else "shadow") if passed else "candidate"
+    committing()  # a SIGTERM from here waits until the version and the task's state are set
     version = registry.add_version(
         task,
         number,
