@@ -21,6 +21,7 @@ from stillroom.cli import (
     proposals_cmd,
     savings_cmd,
     serve_cmd,
+    service_cmd,
     tasks_cmd,
 )
 from stillroom.cli.options import ConfigOption, DryRunOption, console, err_console, get_config
@@ -52,6 +53,7 @@ app.command()(savings_cmd.savings)
 app.command()(demo_cmd.demo)
 app.command()(serve_cmd.serve)
 app.command()(export_cmd.export)
+app.add_typer(service_cmd.app, name="service")
 
 
 @app.callback()

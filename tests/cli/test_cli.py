@@ -8,7 +8,18 @@ from pathlib import Path
 import pytest
 from daemon_harness import run_cli
 
-COMMANDS = ["daemon", "status", "apply", "log", "undo", "pause", "resume", "events", "forget"]
+COMMANDS = [
+    "daemon",
+    "status",
+    "apply",
+    "log",
+    "undo",
+    "pause",
+    "resume",
+    "events",
+    "forget",
+    "service",
+]
 
 
 @pytest.mark.parametrize("command", [[], ["config"], *[[c] for c in COMMANDS]])
