@@ -7,7 +7,7 @@ import queue
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from stillroom.daemon.echo import EchoFilter
 from stillroom.errors import StillroomError
@@ -25,6 +25,8 @@ BATCH = 500
 JOURNAL_ECHO_SECONDS = 120.0
 # A file the user put back with `stillroom undo` is not acted on again for a day.
 UNDO_MEMORY_SECONDS = 86400.0
+# Put on the queue by stop(): wakes the dispatcher, which blocks on the queue without timeout.
+_WAKE: Event = cast(Event, object())
 
 
 class Dispatcher:
@@ -61,6 +63,7 @@ class Dispatcher:
     def stop(self) -> None:
         """Finish what is queued, then stop."""
         self._stop.set()
+        self.queue.put(_WAKE)  # the thread sleeps on the queue until something comes
         if self._thread.is_alive():
             self._thread.join()
 
@@ -71,16 +74,13 @@ class Dispatcher:
                 self.handle(batch)
 
     def _next_batch(self) -> list[Event]:
-        try:
-            batch = [self.queue.get(timeout=0.2)]
-        except queue.Empty:
-            return []
+        batch = [self.queue.get()]
         while len(batch) < BATCH:
             try:
                 batch.append(self.queue.get_nowait())
             except queue.Empty:
                 break
-        return batch
+        return [e for e in batch if e is not _WAKE]
 
     def handle(self, batch: list[Event]) -> None:
         """Store a batch of events, then offer each to the deciders."""

@@ -17,8 +17,8 @@ from stillroom.daemon.children import Children
 from stillroom.daemon.echo import EchoFilter
 from stillroom.daemon.feedback import Feedback
 from stillroom.daemon.lock import InstanceLock
-from stillroom.daemon.notify import LogNotifier
-from stillroom.daemon.proposals import review
+from stillroom.daemon.notify import make_notifier
+from stillroom.daemon.proposals import Proposal, review
 from stillroom.daemon.scheduler import make_scheduler, retention_job
 from stillroom.errors import ConfigError
 from stillroom.monitors.base import Monitor, monitor_classes
@@ -69,7 +69,7 @@ class Daemon:
         for record in executor.reconcile():
             log.warning("action %d was interrupted; now %s", record.id, record.state)
         retention_job(store, lambda: self.config)
-        self.notifier = LogNotifier()
+        self.notifier = make_notifier(self.config, self.paths.database, on_answered=self._answered)
         self.students = StudentClient()
         feedback = Feedback(store, self.notifier, Path.home())
         dispatcher = Dispatcher(store, executor, echo, [], dry_run=self.dry_run, feedback=feedback)
@@ -98,7 +98,8 @@ class Daemon:
                 ", dry run" if self.dry_run else "",
             )
             while not self._stopping:
-                self._wake.wait(1.0)
+                # Signals set _wake (a handler runs even while the main thread waits).
+                self._wake.wait(60.0)
                 self._wake.clear()
                 if self._reload and not self._stopping:
                     self._reload = False
@@ -113,8 +114,14 @@ class Daemon:
             children.stop()
             scheduler.shutdown(wait=True)
             dispatcher.stop()
+            self.notifier.close()
             self.students.close()
             log.info("stopped; %d events recorded this run", dispatcher.stored)
+
+    def _answered(self, proposal: Proposal) -> None:
+        """A notification button answered a proposal: pick up task changes now."""
+        self._refresh = True
+        self._wake.set()
 
     def _refresh_deciders(self, store: Store, dispatcher: Dispatcher) -> None:
         """Shadow students first (silent), then the user's rules, then accepted tasks."""
@@ -134,6 +141,9 @@ class Daemon:
 
     def _start_monitors(self, dispatcher: Dispatcher) -> None:
         for name, cls in monitor_classes().items():
+            if not cls.enabled(self.config):
+                log.info("monitor %s is off in the config", name)
+                continue
             monitor = cls(self.config, dispatcher.put)
             monitor.start()
             self.monitors.append(monitor)
