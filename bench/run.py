@@ -12,6 +12,7 @@ TIERS: dict[str, list[list[str]]] = {
     "quick": [
         ["reliability.py", "--actions", "1000"],
         ["footprint.py", "--files", "10000", "--idle", "60", "--burst", "5000"],
+        ["monitors.py", "--seconds", "60"],
         ["classify.py", "--tier", "quick"],
         ["gateway.py", "--rate", "100", "--seconds", "20"],
         ["gateway_tasks.py", "--n", "16", "--test", "1000"],
@@ -46,6 +47,15 @@ TIERS: dict[str, list[list[str]]] = {
             "20000",
             "--out",
             str(HERE / "results" / "footprint-full.json"),
+        ],
+        [
+            "monitors.py",
+            "--seconds",
+            "300",
+            "--files",
+            "10000",
+            "--out",
+            str(HERE / "results" / "monitors-full.json"),
         ],
         ["classify.py", "--tier", "full"],
         [
