@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from daemon_harness import wait_until
 from xserver import xdotool, xvfb
 
 from stillroom.config import Config, InputMonitorConfig, MonitorsConfig
@@ -53,14 +54,6 @@ def start() -> Iterator[Start]:
     yield run
     for monitor in monitors:
         monitor.stop()
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
 
 
 def activity(events: list[Event]) -> list[InputActivityPayload]:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from daemon_harness import wait_until
 from dbus_fast import DBusError
 from dbus_fast.aio import MessageBus
 from dbus_fast.annotations import DBusBool, DBusObjectPath, DBusStr, DBusUInt32, DBusUInt64
@@ -185,14 +186,6 @@ def bus(tmp_path: Path) -> Iterator[str]:
         proc.wait(5)
         if proc.stdout is not None:
             proc.stdout.close()
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
 
 
 def ninety_seconds_ago() -> int:

@@ -13,6 +13,7 @@ from pathlib import Path
 import psutil
 import pytest
 import Xlib
+from daemon_harness import wait_until
 from Xlib import Xatom
 from Xlib.display import Display
 from xserver import require, xvfb
@@ -72,14 +73,6 @@ def start() -> Iterator[Start]:
     yield run
     for monitor in monitors:
         monitor.stop()
-
-
-def wait_until(check: Callable[[], bool], timeout: float = 6.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        time.sleep(0.02)
 
 
 def power_events(events: list[Event]) -> list[SystemPowerPayload]:
