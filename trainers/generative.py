@@ -37,7 +37,7 @@ from stillroom.trainers.generator import (
     GenerativeStudent,
     StudentSpec,
 )
-from stillroom.trainers.judge import Thresholds, json_schema, judge
+from stillroom.trainers.judge import Thresholds, in_schema_order, json_schema, judge
 
 if TYPE_CHECKING:
     from stillroom.trainers.lora import LoraResult, LoraSettings
@@ -105,7 +105,7 @@ def distill_generative(
             progress(f"training a LoRA adapter on {len(split.train)} examples (Unsloth)")
             trained = train_lora(
                 hf,
-                [(instruction, i.input, i.output) for i in split.train],
+                [(instruction, i.input, in_schema_order(i.output, schema)) for i in split.train],
                 Path(scratch) / "adapter",
                 settings or LoraSettings(),
                 template,

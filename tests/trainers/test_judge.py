@@ -13,6 +13,7 @@ from stillroom.trainers.judge import (
     Thresholds,
     exact,
     field_f1,
+    in_schema_order,
     json_schema,
     judge,
     normalize,
@@ -87,3 +88,23 @@ def test_schema_from_teacher_outputs_becomes_a_grammar() -> None:
     assert json_schema(['{"a": 1}', "[1]"]) is None, "one shape or no schema"
     assert "root" in schema_grammar(schema)
     json.dumps(schema)  # stored in student.json
+
+
+def test_training_targets_follow_the_grammars_key_order() -> None:
+    # Most records start with the number; one starts with its apartment.
+    records = [
+        '{"AddressNumber": "12", "StreetName": "Main", "OccupancyType": "Apt"}',
+        '{"AddressNumber": "9", "StreetName": "Elm"}',
+        '{"OccupancyType": "Apt", "OccupancyIdentifier": "1B", "AddressNumber": "626"}',
+    ]
+    schema = json_schema(records)
+    assert schema is not None
+    order = list(schema["properties"])
+    assert order.index("AddressNumber") < order.index("OccupancyType")
+    rewritten = in_schema_order(records[2], schema)
+    assert list(json.loads(rewritten)) == [k for k in order if k in json.loads(records[2])]
+    assert exact(rewritten, records[2])  # same data: the teacher's answer still agrees
+    nested = json_schema(['[{"b": 1, "a": 2}]', '[{"b": 3, "a": 4}]'])
+    assert in_schema_order('[{"a": 5, "b": 6}]', nested) == '[{"b": 6, "a": 5}]'
+    assert in_schema_order("not json", schema) == "not json"
+    assert in_schema_order(records[0], None) == records[0]
