@@ -18,7 +18,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from stillroom.config import Config, DetectorConfig, load_config
+from stillroom.config import Config, DetectorConfig
+from stillroom.config_files import load_config
 from stillroom.daemon.signatures import Observation, observe, variable_part
 from stillroom.paths import Paths
 from stillroom.prompts import label_key, template_hash

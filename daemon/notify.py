@@ -294,7 +294,8 @@ class DesktopNotifier:
         if self.on_answered is not None:
             try:
                 self.on_answered(proposal)
-            except Exception:
+            except Exception:  # the answer is stored; a failing daemon hook must not stop
+                # the notifier's loop (the daemon still picks the change up within a minute)
                 log.exception("after answering proposal #%d", proposal_id)
 
 

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import os
-import shutil
-from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
 
+from stillroom.config_checks import CONFIG_VERSION, describe, migrate, show
 from stillroom.errors import ConfigError
-from stillroom.paths import PRIVATE_FILE, Paths, private_dir
-
-CONFIG_VERSION = 1
-ENV_CONFIG = "STILLROOM_CONFIG"
 
 
 class Model(BaseModel):
@@ -398,101 +393,13 @@ class Config(Model):
     @classmethod
     def from_data(cls, data: Any, path: object = "<config>") -> Config:
         if not isinstance(data, dict):
-            raise ConfigError(path, [f"the file must be a mapping of keys, got {_show(data)}"])
+            raise ConfigError(path, [f"the file must be a mapping of keys, got {show(data)}"])
         data = migrate(data, path)
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            raise ConfigError(path, [_describe(err) for err in exc.errors()]) from None
+            raise ConfigError(path, [describe(err) for err in exc.errors()]) from None
 
     @classmethod
     def schema_dict(cls) -> dict[str, Any]:
         return cls.model_json_schema()
-
-
-# Config migrations: MIGRATIONS[n] turns a version-n mapping into version n+1.
-MIGRATIONS: dict[int, Any] = {}
-
-
-def migrate(data: dict[str, Any], path: object) -> dict[str, Any]:
-    version = data.get("version", CONFIG_VERSION)
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise ConfigError(path, [f"version: must be a whole number >= 1 (got {_show(version)})"])
-    if version > CONFIG_VERSION:
-        raise ConfigError(
-            path,
-            [f"version: {version} is newer than this stillroom reads ({CONFIG_VERSION}); upgrade"],
-        )
-    while version < CONFIG_VERSION:
-        data = MIGRATIONS[version](data)
-        version += 1
-        data["version"] = version
-    return data
-
-
-def _show(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _key_path(loc: tuple[int | str, ...]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out or "(top level)"
-
-
-ACTION_KINDS = ("move", "rename", "copy", "convert_image", "command")
-
-
-def _clean_loc(raw: tuple[int | str, ...]) -> tuple[int | str, ...]:
-    """Drop pydantic's own loc parts: validator names and the union tag after `action`."""
-    loc: list[int | str] = []
-    for part in raw:
-        if isinstance(part, str) and part.startswith("function-"):
-            continue
-        if loc and loc[-1] == "action" and part in ACTION_KINDS:
-            continue
-        loc.append(part)
-    return tuple(loc)
-
-
-def _describe(err: Any) -> str:
-    loc = _clean_loc(err["loc"])
-    kind, value = err["type"], err.get("input")
-    if kind == "union_tag_invalid":
-        allowed = err["ctx"]["expected_tags"].replace("'", "")
-        return f"{_key_path((*loc, 'kind'))}: {_show(err['ctx']['tag'])} is not one of {allowed}"
-    if kind == "union_tag_not_found":
-        return f"{_key_path(loc)}: missing key 'kind'"
-    if kind == "extra_forbidden":
-        return f"{_key_path(loc)}: unknown key"
-    if kind == "missing":
-        return f"{_key_path(loc)}: missing"
-    message = err["msg"].removeprefix("Value error, ")
-    return f"{_key_path(loc)}: {message} (got {_show(value)})"
-
-
-def default_config_text() -> str:
-    return resources.files("stillroom.configs").joinpath("default.yaml").read_text("utf-8")
-
-
-def config_path(explicit: Path | None = None, paths: Paths | None = None) -> Path:
-    """--config, then STILLROOM_CONFIG, then the user's config (copied from the default)."""
-    if explicit is not None:
-        return Path(explicit)
-    if os.environ.get(ENV_CONFIG):
-        return Path(os.environ[ENV_CONFIG])
-    paths = paths or Paths.resolve()
-    target = paths.config_file
-    if not target.exists():
-        private_dir(target.parent)
-        with resources.as_file(resources.files("stillroom.configs") / "default.yaml") as src:
-            shutil.copyfile(src, target)
-        os.chmod(target, PRIVATE_FILE)
-    return target
-
-
-def load_config(explicit: Path | None = None) -> tuple[Config, Path]:
-    path = config_path(explicit)
-    return Config.from_path(path), path

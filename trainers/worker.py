@@ -18,7 +18,8 @@ import sys
 from dataclasses import asdict
 from typing import Any
 
-from stillroom.config import Config, load_config
+from stillroom.config import Config
+from stillroom.config_files import load_config
 from stillroom.errors import StillroomError
 from stillroom.paths import Paths
 from stillroom.registry import Registry

@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 
 from stillroom.cli.options import ConfigOption, console, get_config
-from stillroom.config import Config, config_path
+from stillroom.config import Config
+from stillroom.config_files import config_path
 
 app = typer.Typer(help="Check, show and explain the config file.", no_args_is_help=True)
 

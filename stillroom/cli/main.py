@@ -15,6 +15,7 @@ from stillroom.cli import (
     config_cmd,
     demo_cmd,
     detect_cmd,
+    distill_cmd,
     events_cmd,
     export_cmd,
     import_cmd,
@@ -25,7 +26,7 @@ from stillroom.cli import (
     tasks_cmd,
 )
 from stillroom.cli.options import ConfigOption, DryRunOption, console, err_console, get_config
-from stillroom.config import ENV_CONFIG
+from stillroom.config_files import ENV_CONFIG
 from stillroom.errors import StillroomError
 from stillroom.paths import Paths
 
@@ -44,7 +45,7 @@ app.command()(actions_cmd.resume)
 app.command()(events_cmd.events)
 app.command()(events_cmd.forget)
 app.add_typer(tasks_cmd.app, name="tasks")
-app.command()(tasks_cmd.distill)
+app.command()(distill_cmd.distill)
 app.command()(tasks_cmd.run)
 app.command()(detect_cmd.detect)
 app.command()(import_cmd.import_llm_logs)

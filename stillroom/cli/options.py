@@ -9,7 +9,8 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from stillroom.config import ENV_CONFIG, Config, load_config
+from stillroom.config import Config
+from stillroom.config_files import ENV_CONFIG, load_config
 from stillroom.paths import Paths
 from stillroom.store import Store
 

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stillroom.config import (
-    Config,
-    ConvertImageAction,
-    MoveAction,
-    config_path,
-    default_config_text,
-)
+from stillroom.config import Config, ConvertImageAction, MoveAction
+from stillroom.config_files import config_path, default_config_text
 from stillroom.errors import ConfigError
 from stillroom.paths import Paths
 
