@@ -52,7 +52,7 @@ def rows(name: str, split: str) -> list[tuple[str, str]]:
     return out
 
 
-def run_one(name: str, n: int, test: list[tuple[str, str]], epochs: float) -> dict[str, Any]:
+def run_one(name: str, n: int, test: list[tuple[str, str]], epochs: float | None) -> dict[str, Any]:
     from stillroom.config import RuntimeConfig
     from stillroom.paths import Paths
     from stillroom.registry import Registry
@@ -80,7 +80,11 @@ def run_one(name: str, n: int, test: list[tuple[str, str]], epochs: float) -> di
             registry.add_examples(task, [(i, o, "teacher", None) for i, o in train])
             started = time.perf_counter()
             result = distill_generative(
-                registry, task, paths, RuntimeConfig(), settings=LoraSettings(epochs=epochs)
+                registry,
+                task,
+                paths,
+                RuntimeConfig(),
+                settings=LoraSettings() if epochs is None else LoraSettings(epochs=epochs),
             )
             distill_s = time.perf_counter() - started
             engine = Engine(paths, RuntimeConfig())
@@ -105,7 +109,7 @@ def run_one(name: str, n: int, test: list[tuple[str, str]], epochs: float) -> di
         "task": name,
         "n": n,
         "trained_on": m["split"]["train"],
-        "epochs": epochs,
+        "epochs": epochs or LoraSettings().epochs,
         "correct": round(sum(verdict.correct) / len(test), 4),
         **{k: round(statistics.fmean(v), 4) for k, v in verdict.scores.items()},
         "coverage": round(len(answered) / len(test), 4),
@@ -125,7 +129,7 @@ def main() -> int:
     parser.add_argument("--task", choices=sorted(TASKS), action="append")
     parser.add_argument("--n", type=int, action="append", help="Examples handed in.")
     parser.add_argument("--test", type=int, default=146, help="Test rows answered.")
-    parser.add_argument("--epochs", type=float, default=3.0)
+    parser.add_argument("--epochs", type=float, help="Default: the product's (LoraSettings).")
     parser.add_argument("--out", type=Path, default=RESULTS / "generative.json")
     args = parser.parse_args()
     results = []

@@ -4,7 +4,7 @@ batch-1 answer latency, and LoRA adapter swaps on a resident base.
 A classify task is distilled from banking77 (gold intents as an ideal teacher) in a throwaway
 STILLROOM_HOME; then the student worker (`python -m stillroom.trainers.worker`) is started
 cold, with the runtime's encoder set to llama.cpp or to sentence-transformers, and timed from
-spawn to its first answer. Swaps use adapters of the shape a task gets (rank 8, all linear
+spawn to its first answer. Swaps use adapters of the shape a task gets (rank 16, all linear
 layers of SmolLM2-135M), random weights: swap time does not depend on what they learned.
 """
 
@@ -108,8 +108,10 @@ def swaps(tmp: Path, count: int, rounds: int) -> dict[str, Any]:
     from stillroom.service.runtime import ModelCache
     from stillroom.trainers.base_model import base_gguf
     from stillroom.trainers.gguf_lora import export_lora_gguf
+    from stillroom.trainers.lora import LoraSettings
 
     base = base_gguf()
+    rank = LoraSettings().rank
     shapes = {
         "self_attn.q_proj": (576, 576),
         "self_attn.k_proj": (192, 576),
@@ -126,15 +128,15 @@ def swaps(tmp: Path, count: int, rounds: int) -> dict[str, Any]:
         for layer in range(30):
             for module, (out, width) in shapes.items():
                 name = f"base_model.model.model.layers.{layer}.{module}"
-                a = rng.standard_normal((8, width)) * 0.02
+                a = rng.standard_normal((rank, width)) * 0.02
                 tensors[f"{name}.lora_A.weight"] = a.astype(np.float32)
-                b = rng.standard_normal((out, 8)) * 0.02
+                b = rng.standard_normal((out, rank)) * 0.02
                 tensors[f"{name}.lora_B.weight"] = b.astype(np.float32)
         folder = tmp / f"peft{n}"
         folder.mkdir()
         save_file(tensors, str(folder / "adapter_model.safetensors"))
         modules = sorted({m.split(".")[-1] for m in shapes})
-        config = {"peft_type": "LORA", "r": 8, "lora_alpha": 16, "target_modules": modules}
+        config = {"peft_type": "LORA", "r": rank, "lora_alpha": 2 * rank, "target_modules": modules}
         (folder / "adapter_config.json").write_text(json.dumps(config))
         adapters.append(export_lora_gguf(folder, base, tmp / f"a{n}.gguf"))
     cache = ModelCache(budget_bytes=4 << 30)

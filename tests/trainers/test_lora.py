@@ -25,7 +25,7 @@ from stillroom.trainers.base_model import (
     render_prompt,
 )
 from stillroom.trainers.gguf_lora import export_lora_gguf, permute_qk_rows
-from stillroom.trainers.lora import LoraResult, LoraSettings, train_lora
+from stillroom.trainers.lora import LoraResult, LoraSettings, planned_steps, train_lora
 
 INSTRUCTION = "Return the first names as a JSON list."
 FIRST = [
@@ -197,7 +197,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     started = time.monotonic()
     folder = hf_folder(gguf, root / "cache")
     build_seconds = time.monotonic() - started
-    settings = LoraSettings(epochs=2)  # 24 steps
+    settings = LoraSettings(max_steps=24)
     result = train_lora(folder, train, root / "adapter", settings, template)
 
     from peft import PeftModel
@@ -299,3 +299,11 @@ def test_a_spent_time_budget_stops_after_one_step(trained: Trained, tmp_path: Pa
     result = train_lora(trained.hf_folder, examples, tmp_path / "adapter", settings, template)
     assert result.steps == 1 and result.examples == 8
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_planned_steps_cover_the_epochs_with_a_floor_for_small_sets() -> None:
+    settings = LoraSettings(epochs=5, batch_size=4, min_steps=60)
+    assert planned_steps(400, settings) == 500  # 100 batches an epoch, 5 epochs
+    assert planned_steps(30, settings) == 60  # 8 batches an epoch: the floor
+    assert planned_steps(30, LoraSettings(epochs=5, batch_size=4, min_steps=0)) == 40
+    assert planned_steps(30, LoraSettings(max_steps=7)) == 7
