@@ -184,17 +184,27 @@ class Registry:
         metrics: dict[str, Any],
         guarantee: dict[str, Any],
         status: str = "candidate",
+        task_state: str | None = None,
     ) -> ModelVersion:
+        """Register a trained version; with `task_state`, the task's state moves in the same
+        transaction, so a crash never leaves a version without its task's new state."""
         now = time.time()
         with self.store.transaction() as db:
+            if status == "active":
+                db.execute(
+                    "UPDATE model_versions SET status = 'retired', updated = ?"
+                    " WHERE task_id = ? AND status = 'active'",
+                    (now, task.id),
+                )
             cursor = db.execute(
                 "INSERT INTO model_versions (task_id, version, student, path, status, metrics,"
-                " guarantee, created, updated) VALUES (?, ?, ?, ?, 'candidate', ?, ?, ?, ?)",
+                " guarantee, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     task.id,
                     version,
                     student,
                     path,
+                    status,
                     json.dumps(metrics),
                     json.dumps(guarantee),
                     now,
@@ -202,11 +212,12 @@ class Registry:
                 ),
             )
             version_id = int(cursor.lastrowid or 0)
-        return (
-            self.set_status(version_id, status)
-            if status != "candidate"
-            else self.version(version_id)
-        )
+            if task_state is not None:
+                db.execute(
+                    "UPDATE tasks SET state = ?, updated = ? WHERE id = ?",
+                    (task_state, now, task.id),
+                )
+        return self.version(version_id)
 
     def version(self, version_id: int) -> ModelVersion:
         rows = self.store.query("SELECT * FROM model_versions WHERE id = ?", [version_id])

@@ -214,11 +214,11 @@ def _finish(
             metrics=metrics,
             guarantee=guarantee.to_dict(),
             status=status,
+            task_state="ready" if passed else "needs-data",
         )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
-    registry.update_task(task, state="ready" if passed else "needs-data")
     return Distilled(version, guarantee, passed)
 
 

@@ -228,8 +228,8 @@ def _calibrate(
         metrics=metrics,
         guarantee=guarantee.to_dict(),
         status=status,
+        task_state="ready" if passed else "needs-data",
     )
-    registry.update_task(task, state="ready" if passed else "needs-data")
     return Distilled(version, guarantee, passed)
 
 

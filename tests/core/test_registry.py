@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from stillroom.errors import TaskError
@@ -52,3 +54,28 @@ def test_one_active_version_per_task(store: Store) -> None:
     assert registry.version(first.id).status == "retired"
     assert registry.active_version(task) == registry.version(second.id)
     assert [v.version for v in registry.versions(task)] == [2, 1]
+
+
+def test_a_version_and_its_task_state_are_registered_together(store: Store) -> None:
+    registry = Registry(store)
+    task = registry.update_task(registry.create_task("t", "extract"), state="queued")
+    first = registry.add_version(
+        task, 1, student="s", path="/m/1", metrics={}, guarantee={}, status="active",
+        task_state="ready",
+    )  # fmt: skip
+    assert registry.task("t").state == "ready"
+    # The task's state fails to move (a trigger stands in for a crash at that point): the new
+    # version must not stay behind, nor may the active one be retired.
+    with store.transaction() as db:
+        db.execute(
+            "CREATE TRIGGER refuse BEFORE UPDATE OF state ON tasks WHEN NEW.state = 'needs-data'"
+            " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    with pytest.raises(sqlite3.IntegrityError, match="refused"):
+        registry.add_version(
+            task, 2, student="s", path="/m/2", metrics={}, guarantee={}, status="active",
+            task_state="needs-data",
+        )  # fmt: skip
+    assert [v.path for v in registry.versions(task)] == ["/m/1"]
+    assert registry.version(first.id).status == "active"
+    assert registry.task("t").state == "ready"
