@@ -78,14 +78,9 @@ def run_one(name: str, n: int, test: list[tuple[str, str]], epochs: float | None
                 name, str(spec["kind"]), instruction=str(spec["instruction"]), spec={"target": 0.1}
             )
             registry.add_examples(task, [(i, o, "teacher", None) for i, o in train])
+            settings = LoraSettings() if epochs is None else LoraSettings(epochs=epochs)
             started = time.perf_counter()
-            result = distill_generative(
-                registry,
-                task,
-                paths,
-                RuntimeConfig(),
-                settings=LoraSettings() if epochs is None else LoraSettings(epochs=epochs),
-            )
+            result = distill_generative(registry, task, paths, RuntimeConfig(), settings=settings)
             distill_s = time.perf_counter() - started
             engine = Engine(paths, RuntimeConfig())
             student = GenerativeStudent(result.version, engine)
@@ -109,7 +104,7 @@ def run_one(name: str, n: int, test: list[tuple[str, str]], epochs: float | None
         "task": name,
         "n": n,
         "trained_on": m["split"]["train"],
-        "epochs": epochs or LoraSettings().epochs,
+        "epochs": settings.epochs,
         "correct": round(sum(verdict.correct) / len(test), 4),
         **{k: round(statistics.fmean(v), 4) for k, v in verdict.scores.items()},
         "coverage": round(len(answered) / len(test), 4),

@@ -191,11 +191,7 @@ class Registry:
         now = time.time()
         with self.store.transaction() as db:
             if status == "active":
-                db.execute(
-                    "UPDATE model_versions SET status = 'retired', updated = ?"
-                    " WHERE task_id = ? AND status = 'active'",
-                    (now, task.id),
-                )
+                _retire_active(db, task.id)
             cursor = db.execute(
                 "INSERT INTO model_versions (task_id, version, student, path, status, metrics,"
                 " guarantee, created, updated) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -250,16 +246,21 @@ class Registry:
         version = self.version(version_id)
         with self.store.transaction() as db:
             if status == "active":
-                db.execute(
-                    "UPDATE model_versions SET status = 'retired', updated = ?"
-                    " WHERE task_id = ? AND status = 'active' AND id != ?",
-                    (time.time(), version.task_id, version_id),
-                )
+                _retire_active(db, version.task_id, keep=version_id)
             db.execute(
                 "UPDATE model_versions SET status = ?, updated = ? WHERE id = ?",
                 (status, time.time(), version_id),
             )
         return self.version(version_id)
+
+
+def _retire_active(db: sqlite3.Connection, task_id: int, keep: int = 0) -> None:
+    """Retire the task's active version (one active per task), all but `keep`."""
+    db.execute(
+        "UPDATE model_versions SET status = 'retired', updated = ?"
+        " WHERE task_id = ? AND status = 'active' AND id != ?",
+        (time.time(), task_id, keep),
+    )
 
 
 def _task(row: sqlite3.Row) -> Task:
