@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -50,6 +51,55 @@ def schema_grammar(schema: dict[str, Any]) -> str:
 
     rules = str(json_schema_to_gbnf(json.dumps(schema))).splitlines()
     return "\n".join(JSON_CHAR if r.startswith("char ::=") else r for r in rules)
+
+
+# The pieces a copied value is made of: runs of word characters, runs of punctuation. A copied
+# value starts and ends on their edges, so "Chicago" comes out of "Chicago," but "Chic" cannot.
+_PIECE = re.compile(r"\w+|[^\w\s]+")
+
+
+def is_span(value: str, text: str) -> bool:
+    """Whether `value` stands in `text` as a run of whole pieces (see `_PIECE`)."""
+    pieces = list(_PIECE.finditer(value))
+    if not pieces or pieces[0].start() != 0 or pieces[-1].end() != len(value):
+        return False
+    starts = {m.start() for m in _PIECE.finditer(text)}
+    ends = {m.end() for m in _PIECE.finditer(text)}
+    at = text.find(value)
+    while at >= 0:
+        if at in starts and at + len(value) in ends:
+            return True
+        at = text.find(value, at + 1)
+    return False
+
+
+def copy_grammar(grammar: str, text: str) -> str:
+    """The schema's grammar with every JSON string held to a run of whole pieces of `text`.
+
+    For extraction whose teacher only ever copies from the input: the student cannot invent
+    a value ("Lemonland" for "Leonard"), only choose where a value starts and stops. Written
+    in linear size: piece k is followed by its gap and piece k+1, or the string ends.
+    """
+    pieces = list(_PIECE.finditer(text))
+    if not pieces:
+        return grammar
+    rules = [r for r in grammar.splitlines() if not r.startswith("string ::=")]
+    rules.append(r'string ::= "\"" copied "\"" space')
+    rules.append("copied ::= " + " | ".join(f"piece{k}" for k in range(len(pieces))))
+    for k, piece in enumerate(pieces):
+        if k + 1 == len(pieces):
+            rules.append(f"piece{k} ::= {_literal(piece.group())}")
+            continue
+        gap = text[piece.end() : pieces[k + 1].start()]
+        then = f"{_literal(gap)} piece{k + 1}" if gap else f"piece{k + 1}"
+        rules.append(f"piece{k} ::= {_literal(piece.group())} ( {then} )?")
+    return "\n".join(rules)
+
+
+def _literal(text: str) -> str:
+    """A GBNF literal matching the text as it is written inside a JSON string."""
+    inside = json.dumps(text, ensure_ascii=False)[1:-1]
+    return '"' + inside.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
 def generate(

@@ -37,7 +37,13 @@ from stillroom.trainers.generator import (
     GenerativeStudent,
     StudentSpec,
 )
-from stillroom.trainers.judge import Thresholds, in_schema_order, json_schema, judge
+from stillroom.trainers.judge import (
+    Thresholds,
+    copied_from_input,
+    in_schema_order,
+    json_schema,
+    judge,
+)
 
 if TYPE_CHECKING:
     from stillroom.trainers.lora import LoraResult, LoraSettings
@@ -124,6 +130,7 @@ def distill_generative(
             schema=schema,
             max_tokens=min(512, max(32, longest)),  # a token is at least a character
             thresholds=Thresholds.of(task.spec).__dict__,
+            copy=copied_from_input([(i.input, i.output) for i in items], schema),
         )
         spec.save(folder)
         train_vectors = engine.embed([i.input for i in split.train])
@@ -207,6 +214,7 @@ def _calibrate(
         else None,
         "min_coverage": min_coverage,
         "schema": spec.schema is not None,
+        "copy": spec.copy,
     }
     write_manifest(
         folder,

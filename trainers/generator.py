@@ -17,7 +17,7 @@ from stillroom.errors import ModelError
 from stillroom.manifest import read_manifest
 from stillroom.registry import ModelVersion
 from stillroom.service.engine import Engine
-from stillroom.service.generation import Generated, schema_grammar
+from stillroom.service.generation import Generated, copy_grammar, schema_grammar
 from stillroom.trainers.calibration import Guarantee, nearest_distance
 from stillroom.trainers.classifier import Prediction
 
@@ -40,6 +40,7 @@ class StudentSpec:
     schema: dict[str, Any] | None
     max_tokens: int
     thresholds: dict[str, float]
+    copy: bool = False  # its strings are held to runs of its input's pieces (`copy_grammar`)
 
     def save(self, folder: Path) -> None:
         (folder / CONFIG_FILE).write_text(json.dumps(self.__dict__, indent=2) + "\n")
@@ -83,6 +84,11 @@ class GenerativeStudent:
 
         return render_prompt(self.spec.template, self.spec.instruction, text)
 
+    def grammar_for(self, text: str) -> str | None:
+        if self.grammar is not None and self.spec.copy:
+            return copy_grammar(self.grammar, text)
+        return self.grammar
+
     def forced(self, texts: Sequence[str]) -> list[Generated]:
         """Greedy answers, never abstaining (for evaluation)."""
         return [
@@ -91,7 +97,7 @@ class GenerativeStudent:
                 self.adapter,
                 self.prompt(text),
                 max_tokens=self.spec.max_tokens,
-                grammar=self.grammar,
+                grammar=self.grammar_for(text),
             )
             for text in texts
         ]

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from stillroom.service.generation import is_span
+
 MIN_SIMILARITY = 0.85  # cosine of MiniLM embeddings, summary vs the teacher's
 MIN_ROUGE_L = 0.45  # ROUGE-L F1 on lower-cased word tokens
 Embed = Callable[[Sequence[str]], Any]  # texts -> unit-length rows
@@ -164,6 +166,38 @@ def _schema_of(values: list[Any]) -> dict[str, Any] | None:
             "additionalProperties": False,
         }
     return {"type": kind}
+
+
+def copied_from_input(pairs: Sequence[tuple[str, str]], schema: dict[str, Any] | None) -> bool:
+    """Whether the teacher only ever copies: every string in every JSON output stands in its
+    input as a run of whole pieces. Its student's strings are then held to such runs
+    (`copy_grammar`). Not where the schema leaves a part untyped: a free object's keys are
+    strings too, and they need not be in the input."""
+    if schema is None or not pairs or not _typed(schema):
+        return False
+    for text, output in pairs:
+        data = parse_json(output)
+        if data is None or not all(is_span(v, text) for v in _strings(data)):
+            return False
+    return True
+
+
+def _typed(schema: dict[str, Any]) -> bool:
+    if "type" not in schema:
+        return False
+    if schema["type"] == "array" and not _typed(schema.get("items", {})):
+        return False
+    return all(_typed(s) for s in schema.get("properties", {}).values())
+
+
+def _strings(data: Any) -> list[str]:
+    if isinstance(data, str):
+        return [data]
+    if isinstance(data, list):
+        return [s for v in data for s in _strings(v)]
+    if isinstance(data, dict):
+        return [s for v in data.values() for s in _strings(v)]
+    return []
 
 
 def in_schema_order(text: str, schema: dict[str, Any] | None) -> str:

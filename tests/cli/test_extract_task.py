@@ -14,6 +14,8 @@ import pytest
 from daemon_harness import run_cli
 from upstream import MODEL, Upstream
 
+from stillroom.service.generation import is_span
+
 # Training a LoRA on CPU takes minutes; the module shares one trained home.
 pytestmark = pytest.mark.timeout(1500)
 
@@ -65,6 +67,8 @@ def test_distill_makes_a_gguf_adapter_version_with_a_card(trained: Path) -> None
     spec = json.loads((folder / "student.json").read_text())
     assert spec["schema"] == {"type": "array", "items": {"type": "string"}}
     assert spec["instruction"] == INSTRUCTION
+    # The teacher only ever copies names out of the input: so may the student, no more.
+    assert spec["copy"] is True and manifest["metrics"]["copy"] is True
     # It learned: most held-out people lists get exactly their first names back.
     assert manifest["metrics"]["accuracy_test"] >= 0.6, manifest["metrics"]
     assert not list(trained.rglob("*.pkl")) and not list(trained.rglob("*.bin"))
@@ -85,8 +89,12 @@ def test_run_answers_through_llama_cpp(trained: Path) -> None:
     out = [json.loads(line) for line in result.stdout.splitlines()]
     assert [o["id"] for o in out] == list(range(6))
     answered = [(o, want) for o, (_, want) in zip(out, lines, strict=True) if not o["abstained"]]
-    for reply, _ in answered:
-        assert isinstance(json.loads(reply["answer"]), list), "the grammar keeps answers JSON"
+    for reply, (text, _) in zip(out, lines, strict=True):
+        if reply["abstained"]:
+            continue
+        names = json.loads(reply["answer"])
+        assert isinstance(names, list), "the grammar keeps answers JSON"
+        assert all(is_span(n, text) for n in names), "names are copied, never made up"
     right = sum(json.loads(o["answer"]) == json.loads(w) for o, w in answered)
     assert right >= len(answered) - 1, (out, lines)
     torch_free = subprocess.run(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stillroom.errors import ModelError
-from stillroom.service.generation import generate, schema_grammar
+from stillroom.service.generation import copy_grammar, generate, is_span, schema_grammar
 from stillroom.service.runtime import ADAPTER, BASE, ENCODER, ModelCache
 from stillroom.trainers.base_model import base_gguf
 from stillroom.trainers.encoder import encoder_path
@@ -202,3 +202,33 @@ def test_json_schema_grammar_always_parses(models: dict[str, Path]) -> None:
             assert 0 < out.confidence <= 1 and len(out.logprobs) >= 4
     finally:
         cache.close()
+
+
+def test_copy_grammar_holds_every_string_to_runs_of_the_input(models: dict[str, Path]) -> None:
+    """The base model, asked for people it has never seen, may only copy from the input:
+    every value stands there as whole pieces, quotes and backslashes included."""
+    cache = ModelCache()
+    schema = {"type": "array", "items": {"type": "string"}}
+    texts = [
+        'Team: [{"name": "Zoë O\'Neil"}, {"name": "Ravi \\"Ray\\" Shah"}]',
+        "Invite Ada Lovelace, Grace Hopper and Edsger Dijkstra to the review.",
+        "Chicago, IL 60637 / path C:\\temp\\x",
+    ]
+    try:
+        llm = cache.generator(models["base"])
+        for text in texts:
+            prompt = (
+                f"<|im_start|>user\nList the first names in: {text}<|im_end|>\n"
+                "<|im_start|>assistant\n"
+            )
+            grammar = copy_grammar(schema_grammar(schema), text)
+            out = generate(llm, prompt, max_tokens=80, grammar=grammar)
+            assert out.finished
+            data = json.loads(out.text)
+            assert isinstance(data, list)
+            assert all(is_span(v, text) for v in data), (text, data)
+    finally:
+        cache.close()
+    assert is_span("Chicago", "Chicago, IL") and not is_span("Chic", "Chicago, IL")
+    assert is_span("Fl.", "431 Marietta St NW Fl. 3") and is_span("St NW", "Marietta St NW Fl")
+    assert not is_span("", "x") and not is_span(" Marietta", "431 Marietta")

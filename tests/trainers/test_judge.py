@@ -11,6 +11,7 @@ import pytest
 from stillroom.service.generation import schema_grammar
 from stillroom.trainers.judge import (
     Thresholds,
+    copied_from_input,
     exact,
     field_f1,
     in_schema_order,
@@ -108,3 +109,26 @@ def test_training_targets_follow_the_grammars_key_order() -> None:
     assert in_schema_order('[{"a": 5, "b": 6}]', nested) == '[{"b": 6, "a": 5}]'
     assert in_schema_order("not json", schema) == "not json"
     assert in_schema_order(records[0], None) == records[0]
+
+
+def test_copying_is_recognised_only_where_the_teacher_always_copies() -> None:
+    pairs = [
+        (
+            "Apt 1B 626 E Kilbourn Ave Milwaukee, WI",
+            '{"OccupancyIdentifier": "1B", "PlaceName": "Milwaukee"}',
+        ),
+        ("20 Benton Pl St Louis, MO", '{"PlaceName": "St Louis", "StateName": "MO"}'),
+    ]
+    schema = json_schema([o for _, o in pairs])
+    assert copied_from_input(pairs, schema)
+    # One value the teacher wrote out ("Missouri" for "MO"): the student must be free to.
+    rewritten = [*pairs, ("9 Elm St Kansas City, MO", '{"StateName": "Missouri"}')]
+    assert not copied_from_input(rewritten, json_schema([o for _, o in rewritten]))
+    # Half a word is not copying; nor is text that is not JSON.
+    assert not copied_from_input([("Chicago, IL", '{"PlaceName": "Chic"}')], schema)
+    assert not copied_from_input([("a b", "a")], None)
+    # Numbers are left alone; an untyped part (mixed values) turns copying off.
+    numbers = [("Room 12 of 30", '{"room": "12", "floors": 30}')]
+    assert copied_from_input(numbers, json_schema([o for _, o in numbers]))
+    mixed = [("Room 12", '{"room": "12"}'), ("Room 12", '{"room": 12}'), ("x", '{"room": [1]}')]
+    assert not copied_from_input(mixed, json_schema([o for _, o in mixed]))
