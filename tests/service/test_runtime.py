@@ -21,6 +21,10 @@ LAYERS, WIDTH, KV_WIDTH = 30, 576, 192  # SmolLM2-135M: 9 heads, 3 KV heads of 6
 PROMPT = "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n"
 
 
+def _user_turn(text: str) -> str:
+    return f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -193,8 +197,7 @@ def test_json_schema_grammar_always_parses(models: dict[str, Path]) -> None:
     try:
         llm = cache.generator(models["base"])
         for text in prompts:
-            prompt = f"<|im_start|>user\n{text}<|im_end|>\n<|im_start|>assistant\n"
-            out = generate(llm, prompt, max_tokens=120, grammar=grammar)
+            out = generate(llm, _user_turn(text), max_tokens=120, grammar=grammar)
             assert out.finished
             data = json.loads(out.text)
             assert set(data) == {"city", "zip"}
@@ -205,8 +208,8 @@ def test_json_schema_grammar_always_parses(models: dict[str, Path]) -> None:
 
 
 def test_copy_grammar_holds_every_string_to_runs_of_the_input(models: dict[str, Path]) -> None:
-    """The base model, asked for people it has never seen, may only copy from the input:
-    every value stands there as whole pieces, quotes and backslashes included."""
+    """Untrained for it, the base model may still only copy: every value it writes stands in
+    its input as whole pieces, quotes and backslashes included."""
     cache = ModelCache()
     schema = {"type": "array", "items": {"type": "string"}}
     texts = [
@@ -214,21 +217,21 @@ def test_copy_grammar_holds_every_string_to_runs_of_the_input(models: dict[str, 
         "Invite Ada Lovelace, Grace Hopper and Edsger Dijkstra to the review.",
         "Chicago, IL 60637 / path C:\\temp\\x",
     ]
+    found: list[str] = []
     try:
         llm = cache.generator(models["base"])
         for text in texts:
-            prompt = (
-                f"<|im_start|>user\nList the first names in: {text}<|im_end|>\n"
-                "<|im_start|>assistant\n"
-            )
+            prompt = _user_turn(f"List the first names in: {text}")
             grammar = copy_grammar(schema_grammar(schema), text)
             out = generate(llm, prompt, max_tokens=80, grammar=grammar)
             assert out.finished
             data = json.loads(out.text)
             assert isinstance(data, list)
             assert all(is_span(v, text) for v in data), (text, data)
+            found += data
     finally:
         cache.close()
+    assert found, "it wrote no value at all: nothing was checked"
     assert is_span("Chicago", "Chicago, IL") and not is_span("Chic", "Chicago, IL")
     assert is_span("Fl.", "431 Marietta St NW Fl. 3") and is_span("St NW", "Marietta St NW Fl")
     assert not is_span("", "x") and not is_span(" Marietta", "431 Marietta")
