@@ -53,46 +53,63 @@ def schema_grammar(schema: dict[str, Any]) -> str:
     return "\n".join(JSON_CHAR if r.startswith("char ::=") else r for r in rules)
 
 
-# The pieces a copied value is made of: runs of word characters, runs of punctuation. A copied
-# value starts and ends on their edges, so "Chicago" comes out of "Chicago," but "Chic" cannot.
-_PIECE = re.compile(r"\w+|[^\w\s]+")
+# The pieces a copied value is made of: runs of word characters, and single punctuation
+# marks. A copied value starts and ends on their edges ("Dr." out of "Dr.,", never "Chic" out
+# of "Chicago"); where the input has any whitespace between two pieces, the value has a space
+# (answers are judged with whitespace collapsed).
+_PIECE = re.compile(r"\w+|[^\w\s]")
 
 
-def is_span(value: str, text: str) -> bool:
-    """Whether `value` stands in `text` as a run of whole pieces (see `_PIECE`)."""
-    pieces = list(_PIECE.finditer(value))
-    if not pieces or pieces[0].start() != 0 or pieces[-1].end() != len(value):
-        return False
-    starts = {m.start() for m in _PIECE.finditer(text)}
-    ends = {m.end() for m in _PIECE.finditer(text)}
-    at = text.find(value)
-    while at >= 0:
-        if at in starts and at + len(value) in ends:
-            return True
-        at = text.find(value, at + 1)
-    return False
+def _pieces(text: str) -> list[tuple[str, bool]]:
+    """Each piece of the text, and whether whitespace stands before it (after the first)."""
+    out: list[tuple[str, bool]] = []
+    end = 0
+    for m in _PIECE.finditer(text):
+        out.append((m.group(), bool(out) and m.start() > end))
+        end = m.end()
+    return out
+
+
+def is_copied(value: str, text: str) -> bool:
+    """Whether `value` is made of runs of whole pieces of `text` (spaced as there), joined by
+    spaces: "Memphis" or "St. TN" out of "Front St., Memphis TN" (see `_PIECE`)."""
+    want, have = _pieces(value), _pieces(text)
+    done = {0}  # how many of the value's pieces are matched by whole runs so far
+    for i in range(len(want)):
+        if i not in done:
+            continue
+        for at, (piece, _) in enumerate(have):
+            if piece != want[i][0]:
+                continue
+            j = i + 1
+            while j < len(want) and at + j - i < len(have) and have[at + j - i] == want[j]:
+                j += 1
+            # Any prefix of the run that ends before a space in the value ends a run there.
+            done.update(k for k in range(i + 1, j + 1) if k == len(want) or want[k][1])
+    return bool(want) and len(want) in done
 
 
 def copy_grammar(grammar: str, text: str) -> str:
-    """The schema's grammar with every JSON string held to a run of whole pieces of `text`.
+    """The schema's grammar with every JSON string held to runs of whole pieces of `text`
+    (one, or several joined by spaces; see `is_copied`).
 
     For extraction whose teacher only ever copies from the input: the student cannot invent
-    a value ("Lemonland" for "Leonard"), only choose where a value starts and stops. Written
-    in linear size: piece k is followed by its gap and piece k+1, or the string ends.
+    a value ("Lemonland" for "Leonard"), only choose where its runs start and stop. Linear in
+    the input: piece k is followed by piece k+1 (with a space where the input has one), or
+    its run ends.
     """
-    pieces = list(_PIECE.finditer(text))
+    pieces = _pieces(text)
     if not pieces:
         return grammar
     rules = [r for r in grammar.splitlines() if not r.startswith("string ::=")]
-    rules.append(r'string ::= "\"" copied "\"" space')
-    rules.append("copied ::= " + " | ".join(f"piece{k}" for k in range(len(pieces))))
-    for k, piece in enumerate(pieces):
+    rules.append(r'string ::= "\"" run ( " " run )* "\"" space')
+    rules.append("run ::= " + " | ".join(f"piece{k}" for k in range(len(pieces))))
+    for k, (piece, _) in enumerate(pieces):
         if k + 1 == len(pieces):
-            rules.append(f"piece{k} ::= {_literal(piece.group())}")
+            rules.append(f"piece{k} ::= {_literal(piece)}")
             continue
-        gap = text[piece.end() : pieces[k + 1].start()]
-        then = f"{_literal(gap)} piece{k + 1}" if gap else f"piece{k + 1}"
-        rules.append(f"piece{k} ::= {_literal(piece.group())} ( {then} )?")
+        then = f'" " piece{k + 1}' if pieces[k + 1][1] else f"piece{k + 1}"
+        rules.append(f"piece{k} ::= {_literal(piece)} ( {then} )?")
     return "\n".join(rules)
 
 

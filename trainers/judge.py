@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from stillroom.service.generation import is_span
+from stillroom.service.generation import is_copied
 
 MIN_SIMILARITY = 0.85  # cosine of MiniLM embeddings, summary vs the teacher's
 MIN_ROUGE_L = 0.45  # ROUGE-L F1 on lower-cased word tokens
@@ -169,15 +169,15 @@ def _schema_of(values: list[Any]) -> dict[str, Any] | None:
 
 
 def copied_from_input(pairs: Sequence[tuple[str, str]], schema: dict[str, Any] | None) -> bool:
-    """Whether the teacher only ever copies: every string in every JSON output stands in its
-    input as a run of whole pieces. Its student's strings are then held to such runs
-    (`copy_grammar`). Not where the schema leaves a part untyped: a free object's keys are
+    """Whether the teacher only ever copies: every string in every JSON output is made of runs
+    of whole pieces of its input (`is_copied`). Its student's strings are then held to such
+    runs (`copy_grammar`). Not where the schema leaves a part untyped: a free object's keys are
     strings too, and they need not be in the input."""
     if schema is None or not pairs or not _typed(schema):
         return False
     for text, output in pairs:
         data = parse_json(output)
-        if data is None or not all(is_span(v, text) for v in _strings(data)):
+        if data is None or not all(is_copied(v, text) for v in _strings(data)):
             return False
     return True
 

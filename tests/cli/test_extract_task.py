@@ -14,7 +14,7 @@ import pytest
 from daemon_harness import run_cli
 from upstream import MODEL, Upstream
 
-from stillroom.service.generation import is_span
+from stillroom.service.generation import is_copied
 
 # Training a LoRA on CPU takes minutes; the module shares one trained home.
 pytestmark = pytest.mark.timeout(1500)
@@ -94,7 +94,7 @@ def test_run_answers_through_llama_cpp(trained: Path) -> None:
             continue
         names = json.loads(reply["answer"])
         assert isinstance(names, list), "the grammar keeps answers JSON"
-        assert all(is_span(n, text) for n in names), "names are copied, never made up"
+        assert all(is_copied(n, text) for n in names), "names are copied, never made up"
     right = sum(json.loads(o["answer"]) == json.loads(w) for o, w in answered)
     assert right >= len(answered) - 1, (out, lines)
     torch_free = subprocess.run(

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from stillroom.errors import ModelError
-from stillroom.service.generation import copy_grammar, generate, is_span, schema_grammar
+from stillroom.service.generation import copy_grammar, generate, is_copied, schema_grammar
 from stillroom.service.runtime import ADAPTER, BASE, ENCODER, ModelCache
 from stillroom.trainers.base_model import base_gguf
 from stillroom.trainers.encoder import encoder_path
@@ -227,11 +227,18 @@ def test_copy_grammar_holds_every_string_to_runs_of_the_input(models: dict[str, 
             assert out.finished
             data = json.loads(out.text)
             assert isinstance(data, list)
-            assert all(is_span(v, text) for v in data), (text, data)
+            assert all(is_copied(v, text) for v in data), (text, data)
             found += data
     finally:
         cache.close()
     assert found, "it wrote no value at all: nothing was checked"
-    assert is_span("Chicago", "Chicago, IL") and not is_span("Chic", "Chicago, IL")
-    assert is_span("Fl.", "431 Marietta St NW Fl. 3") and is_span("St NW", "Marietta St NW Fl")
-    assert not is_span("", "x") and not is_span(" Marietta", "431 Marietta")
+    assert is_copied("Chicago", "Chicago, IL") and not is_copied("Chic", "Chicago, IL")
+    assert is_copied("Fl.", "431 Marietta St NW Fl. 3") and is_copied("St NW", "Marietta St NW Fl")
+    assert is_copied("Dr.", "111 E Wacker Dr., Chicago") and not is_copied(
+        "Dr.Chicago", "Dr., Chicago"
+    )
+    # Line breaks in the input count as a space (answers are judged with whitespace collapsed).
+    assert is_copied("TRAVEL MICHAEL A", "CORPORATE TRAVEL\n MICHAEL A") and not is_copied("", "x")
+    # Runs from apart, joined by a space (the teacher labelled both "St." and "TN" one field).
+    assert is_copied("St. TN", "Fifty N. Front St., Memphis TN, TN 38103")
+    assert not is_copied("St.TN", "Front St., Memphis TN") and not is_copied("St. NY", "St., TN")
