@@ -239,6 +239,9 @@ def test_copy_grammar_holds_every_string_to_runs_of_the_input(models: dict[str, 
     )
     # Line breaks in the input count as a space (answers are judged with whitespace collapsed).
     assert is_copied("TRAVEL MICHAEL A", "CORPORATE TRAVEL\n MICHAEL A") and not is_copied("", "x")
+    plain = schema_grammar({"type": "array", "items": {"type": "string"}})
+    assert copy_grammar(plain, "Ada Bo " * 100) != plain
+    assert copy_grammar(plain, "Ada Bo " * 200) == plain, "too long to follow every start"
     # Runs from apart, joined by a space (the teacher labelled both "St." and "TN" one field).
     assert is_copied("St. TN", "Fifty N. Front St., Memphis TN, TN 38103")
     assert not is_copied("St.TN", "Front St., Memphis TN") and not is_copied("St. NY", "St., TN")
