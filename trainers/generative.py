@@ -9,6 +9,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -44,20 +45,28 @@ from stillroom.trainers.judge import (
     json_schema,
     judge,
 )
+from stillroom.trainers.tagger import STUDENT as TAGGER
+from stillroom.trainers.tagger import align, fields_of, train_tagger
+from stillroom.trainers.tagger_student import TaggerStudent
 
 if TYPE_CHECKING:
-    from stillroom.trainers.lora import LoraResult, LoraSettings
+    from stillroom.trainers.lora import LoraSettings
 
 MIN_EXAMPLES = 8
+MIN_ALIGNED = 0.9  # of a copying teacher's outputs that align, for a tagger student
 GENERATIVE_KINDS = ("extract", "generate")
+# A few hundred held-out answers already bound the error tightly (zero errors in 300 bound it
+# below 1%); past these sizes every further example trains the student instead.
+MAX_CALIBRATION, MAX_TEST = 300, 200
 
 
 def random_split(items: Sequence[Item], shares: tuple[float, float, float] = SHARES) -> Split:
-    """Train / calibration / test by shares, shuffled with a fixed seed (outputs are mostly
-    unique, so there are no labels to stratify by)."""
+    """Train / calibration / test by shares (calibration and test capped), shuffled with a
+    fixed seed (outputs are mostly unique, so there are no labels to stratify by)."""
     order = list(items)
     random.Random(0).shuffle(order)
-    n_cal, n_test = round(len(order) * shares[1]), round(len(order) * shares[2])
+    n_cal = min(MAX_CALIBRATION, round(len(order) * shares[1]))
+    n_test = min(MAX_TEST, round(len(order) * shares[2]))
     calibration, test = order[:n_cal], order[n_cal : n_cal + n_test]
     return Split(order[n_cal + n_test :], calibration, test)
 
@@ -80,11 +89,9 @@ def distill_generative(
     progress: Progress = lambda _: None,
     settings: LoraSettings | None = None,
 ) -> Distilled:
-    """Train, calibrate, test and register a new version of an extract or generate task."""
-    from stillroom.trainers.base_model import base_gguf, chat_template, hf_folder
-    from stillroom.trainers.gguf_lora import export_lora_gguf
-    from stillroom.trainers.lora import LoraSettings, train_lora
-
+    """Train, calibrate, test and register a new version of an extract or generate task:
+    a CRF tagger where the teacher only copies into fields it can write (`choose_tagger`),
+    else a LoRA adapter over the shared base."""
     if task.kind not in GENERATIVE_KINDS:
         raise TaskError(f"{task.name} is a {task.kind} task; this student generates text")
     runtime = runtime or RuntimeConfig()
@@ -95,54 +102,125 @@ def distill_generative(
             f" least {MIN_EXAMPLES}"
         )
     split = random_split(items)
-    instruction = instruction_of(task)
-    base = base_gguf(runtime.base)
-    template = chat_template(base)
     schema = json_schema([i.output for i in items]) if task.kind == "extract" else None
-    progress("preparing the base model for training")
-    hf = hf_folder(base, paths.cache_dir / "bases")
-    started = time.perf_counter()
+    fields = choose_tagger(task, items, schema)
     number = registry.next_version(task)
     folder = paths.models_dir / task.name / f"v{number}"
     engine = Engine(paths, runtime)
     try:
         fresh_version_folder(folder)
-        with tempfile.TemporaryDirectory(prefix=".lora-", dir=folder.parent) as scratch:
-            progress(f"training a LoRA adapter on {len(split.train)} examples (Unsloth)")
-            trained = train_lora(
-                hf,
-                [(instruction, i.input, in_schema_order(i.output, schema)) for i in split.train],
-                Path(scratch) / "adapter",
-                settings or LoraSettings(),
-                template,
-                progress,
-            )
-            export_lora_gguf(Path(scratch) / "adapter", base, folder / ADAPTER_FILE)
+        started = time.perf_counter()
+        if fields is not None:
+            progress(f"training a CRF tagger on {len(split.train)} examples")
+            tagger = train_tagger([(i.input, i.output) for i in split.train], fields)
+            tagger.save(folder)
+            student, base, copy = TAGGER, None, True
+            trained = {"train_iterations": tagger.iterations, "features": len(tagger.vocabulary)}
+        else:
+            spec = _train_adapter(task, items, split, schema, folder, runtime, paths, progress,
+                                  settings)  # fmt: skip
+            student, base, copy = STUDENT, spec.base, spec.copy
+            trained = spec.trained
         train_seconds = time.perf_counter() - started
-        longest = max(len(i.output) for i in items)
-        spec = StudentSpec(
-            kind=task.kind,
-            base=runtime.base,
-            base_file=base.name,
-            base_size=base.stat().st_size,
-            instruction=instruction,
-            template=template,
-            schema=schema,
-            max_tokens=min(512, max(32, longest)),  # a token is at least a character
-            thresholds=Thresholds.of(task.spec).__dict__,
-            copy=copied_from_input([(i.input, i.output) for i in items], schema),
-        )
-        spec.save(folder)
-        train_vectors = engine.embed([i.input for i in split.train])
-        _save_scope(folder, train_vectors)
+        _save_scope(folder, engine.embed([i.input for i in split.train]))
         return _calibrate(
-            registry, task, folder, number, split, engine, spec, trained, train_seconds, progress
-        )
+            registry, task, folder, number, split, engine, student, base,
+            {"train_seconds": round(train_seconds, 1), **trained,
+             "schema": schema is not None, "copy": copy},
+            progress,
+        )  # fmt: skip
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
     finally:
         engine.close()
+
+
+def choose_tagger(
+    task: Task, items: Sequence[Item], schema: dict[str, Any] | None
+) -> dict[str, bool] | None:
+    """The fields a tagger would write for this task, or None for a LoRA adapter.
+
+    The cheapest student that can pass: where the teacher only copies runs of the input into
+    string fields (`copied_from_input`, `fields_of`) and nearly every output aligns back to
+    its input, a CRF over the input's pieces learns in seconds what a LoRA needs an hour and
+    ten times the examples for. The task's `student` ("auto", "tagger" or "lora") overrides.
+    """
+    choice = task.spec.get("student", "auto")
+    if task.kind != "extract" or choice == "lora":
+        return None
+    pairs = [(i.input, i.output) for i in items]
+    fields = fields_of(schema) if copied_from_input(pairs, schema) else None
+    why = "its outputs are not JSON strings copied from the inputs"
+    if fields is not None:
+        aligned = sum(align(text, output, fields) is not None for text, output in pairs)
+        if aligned >= MIN_ALIGNED * len(pairs):
+            return fields
+        why = f"only {aligned} of {len(pairs)} outputs align with their inputs"
+    if choice == "tagger":
+        raise TaskError(f"{task.name} cannot have a tagger student: {why}")
+    return None
+
+
+@dataclass(frozen=True)
+class _Adapter:
+    base: str
+    copy: bool
+    trained: dict[str, Any]
+
+
+def _train_adapter(
+    task: Task,
+    items: Sequence[Item],
+    split: Split,
+    schema: dict[str, Any] | None,
+    folder: Path,
+    runtime: RuntimeConfig,
+    paths: Paths,
+    progress: Progress,
+    settings: LoraSettings | None,
+) -> _Adapter:
+    """Train the LoRA adapter with Unsloth, export it to GGUF and write its student.json."""
+    from stillroom.trainers.base_model import base_gguf, chat_template, hf_folder
+    from stillroom.trainers.gguf_lora import export_lora_gguf
+    from stillroom.trainers.lora import LoraSettings, train_lora
+
+    instruction = instruction_of(task)
+    base = base_gguf(runtime.base)
+    template = chat_template(base)
+    progress("preparing the base model for training")
+    hf = hf_folder(base, paths.cache_dir / "bases")
+    with tempfile.TemporaryDirectory(prefix=".lora-", dir=folder.parent) as scratch:
+        progress(f"training a LoRA adapter on {len(split.train)} examples (Unsloth)")
+        result = train_lora(
+            hf,
+            [(instruction, i.input, in_schema_order(i.output, schema)) for i in split.train],
+            Path(scratch) / "adapter",
+            settings or LoraSettings(),
+            template,
+            progress,
+        )
+        export_lora_gguf(Path(scratch) / "adapter", base, folder / ADAPTER_FILE)
+    longest = max(len(i.output) for i in items)
+    spec = StudentSpec(
+        kind=task.kind,
+        base=runtime.base,
+        base_file=base.name,
+        base_size=base.stat().st_size,
+        instruction=instruction,
+        template=template,
+        schema=schema,
+        max_tokens=min(512, max(32, longest)),  # a token is at least a character
+        thresholds=Thresholds.of(task.spec).__dict__,
+        copy=copied_from_input([(i.input, i.output) for i in items], schema),
+    )
+    spec.save(folder)
+    trained = {
+        "train_steps": result.steps,
+        "train_loss": round(result.final_loss, 4),
+        "train_device": result.device,
+    }
+    return _Adapter(spec.base, spec.copy, trained)
 
 
 def _calibrate(
@@ -152,23 +230,28 @@ def _calibrate(
     number: int,
     split: Split,
     engine: Engine,
-    spec: StudentSpec,
-    trained: LoraResult,
-    train_seconds: float,
+    student_kind: str,
+    base: str | None,
+    trained: dict[str, Any],
     progress: Progress,
 ) -> Distilled:
-    """Answer calibration and test through llama.cpp, judge, fit the guarantee, register."""
+    """Answer calibration and test as it will serve, judge, fit the guarantee, register."""
     from stillroom.registry import ModelVersion
 
-    draft = ModelVersion(0, task.id, number, STUDENT, str(folder), "candidate", {}, {}, 0, 0)
-    write_manifest(folder, task=task.name, kind=task.kind, version=number, student=STUDENT)
-    student = GenerativeStudent(draft, engine)
-    thresholds = Thresholds(**spec.thresholds)
+    draft = ModelVersion(0, task.id, number, student_kind, str(folder), "candidate", {}, {}, 0, 0)
+    write_manifest(folder, task=task.name, kind=task.kind, version=number, student=student_kind)
+    student: GenerativeStudent | TaggerStudent
+    if student_kind == TAGGER:
+        student = TaggerStudent(draft, engine)
+    else:
+        student = GenerativeStudent(draft, engine)
+    thresholds = Thresholds.of(task.spec)
     scores: dict[str, dict[str, Any]] = {}
     judged: dict[str, tuple[Any, Any, Any]] = {}
     answer_seconds: list[float] = []
+    where = "numpy" if student_kind == TAGGER else "llama.cpp"
     for name, part in (("calibration", split.calibration), ("test", split.test)):
-        progress(f"answering the {name} split ({len(part)} examples) through llama.cpp")
+        progress(f"answering the {name} split ({len(part)} examples) through {where}")
         answers = student.forced([i.input for i in part])
         answer_seconds += [a.seconds for a in answers]
         verdict = judge(
@@ -193,7 +276,7 @@ def _calibrate(
         target=task.target,
         distance=distance,
         radius=radius,
-        calibration_share=SHARES[1],
+        calibration_share=len(split.calibration) / max(1, sum(split.sizes().values())),
     )
     guarantee = check_on_test(guarantee, *judged["test"])
     min_coverage = float(task.spec.get("min_coverage", DEFAULT_MIN_COVERAGE))
@@ -204,25 +287,20 @@ def _calibrate(
         "accuracy_calibration": _mean(judged["calibration"][1]),
         "accuracy_test": _mean(judged["test"][1]),
         "scores": scores,
-        "thresholds": spec.thresholds if task.kind == "generate" else None,
-        "train_seconds": round(train_seconds, 1),
-        "train_steps": trained.steps,
-        "train_loss": round(trained.final_loss, 4),
-        "train_device": trained.device,
+        "thresholds": thresholds.__dict__ if task.kind == "generate" else None,
+        **trained,
         "answer_ms_p50": round(float(np.median(answer_seconds)) * 1000, 1)
         if answer_seconds
         else None,
         "min_coverage": min_coverage,
-        "schema": spec.schema is not None,
-        "copy": spec.copy,
     }
     write_manifest(
         folder,
         task=task.name,
         kind=task.kind,
         version=number,
-        student=STUDENT,
-        base=spec.base,
+        student=student_kind,
+        base=base,
         metrics=metrics,
         guarantee=guarantee.to_dict(),
     )
@@ -231,7 +309,7 @@ def _calibrate(
     version = registry.add_version(
         task,
         number,
-        student=STUDENT,
+        student=student_kind,
         path=str(folder),
         metrics=metrics,
         guarantee=guarantee.to_dict(),

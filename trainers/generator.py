@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from stillroom.errors import ModelError
 from stillroom.manifest import read_manifest
@@ -57,20 +57,14 @@ class GenerativeStudent:
     """Applies the version's guarantee to greedy answers from base + adapter."""
 
     def __init__(self, version: ModelVersion, engine: Engine) -> None:
-        from safetensors.numpy import load_file
-
-        folder = Path(version.path)
-        read_manifest(folder)  # a missing, changed or added file is refused here
         self.version = version
         self.engine = engine
+        self.guarantee, self.train_vectors = guard_of(version)
+        folder = Path(version.path)
         self.spec = StudentSpec.load(folder)
         self.adapter = folder / ADAPTER_FILE
         self.base = base_file(self.spec)
         self.grammar = schema_grammar(self.spec.schema) if self.spec.schema else None
-        # A version being calibrated has no guarantee yet: it may only answer when forced.
-        g = version.guarantee
-        self.guarantee = Guarantee.from_dict(g) if g else None
-        self.train_vectors = load_file(str(folder / SCOPE_FILE))["train_vectors"].astype("float32")
 
     def warm(self, engine: Engine) -> list[Path]:
         """Load its base, adapter and the encoder now; returns their files (to pin them)."""
@@ -105,25 +99,54 @@ class GenerativeStudent:
     def answer(self, texts: Sequence[str], *_: Any, **__: Any) -> list[Prediction]:
         """Answers where the guarantee allows, abstentions (with the reason) elsewhere (the
         classifier's signature; its own engine embeds and generates)."""
-        g = self.guarantee
-        if g is None:
-            return [Prediction(None, 0.0, True, "not calibrated yet") for _ in texts]
-        if g.threshold is None:
-            more = f"; needs about {g.needed} more examples" if g.needed else ""
-            return [Prediction(None, 0.0, True, "no guarantee holds yet" + more) for _ in texts]
-        far = nearest_distance(self.train_vectors, self.engine.embed(texts))
-        out = []
-        for text, distance in zip(texts, far, strict=True):
-            if g.radius is not None and distance > g.radius:
-                out.append(Prediction(None, 0.0, True, "unlike anything it was trained on"))
-                continue
-            (answer,) = self.forced([text])
-            if answer.confidence < g.threshold:
-                reason = f"unsure (confidence below {g.threshold:.2f})"
-                out.append(Prediction(None, answer.confidence, True, reason, answer.text))
-            else:
-                out.append(Prediction(answer.text, answer.confidence, False, None, answer.text))
-        return out
+        return guarded(self, texts)
+
+
+def guard_of(version: ModelVersion) -> tuple[Guarantee | None, Any]:
+    """A version's guarantee and its training inputs' embeddings (the out-of-scope check),
+    once its manifest holds: a missing, changed or added file is refused here. A version
+    being calibrated has no guarantee yet: it may only answer when forced."""
+    from safetensors.numpy import load_file
+
+    folder = Path(version.path)
+    read_manifest(folder)
+    g = version.guarantee
+    vectors = load_file(str(folder / SCOPE_FILE))["train_vectors"].astype("float32")
+    return (Guarantee.from_dict(g) if g else None), vectors
+
+
+class Forced(Protocol):
+    """A student that answers one text at a time, judged through its calibrated guarantee."""
+
+    engine: Engine
+    guarantee: Guarantee | None
+    train_vectors: Any
+
+    def forced(self, texts: Sequence[str]) -> list[Generated]: ...
+
+
+def guarded(student: Forced, texts: Sequence[str]) -> list[Prediction]:
+    """A student's answers where its guarantee allows; elsewhere it abstains and says why
+    (not calibrated, too few examples, unlike its training inputs, or unsure)."""
+    g = student.guarantee
+    if g is None:
+        return [Prediction(None, 0.0, True, "not calibrated yet") for _ in texts]
+    if g.threshold is None:
+        more = f"; needs about {g.needed} more examples" if g.needed else ""
+        return [Prediction(None, 0.0, True, "no guarantee holds yet" + more) for _ in texts]
+    far = nearest_distance(student.train_vectors, student.engine.embed(texts))
+    out = []
+    for text, distance in zip(texts, far, strict=True):
+        if g.radius is not None and distance > g.radius:
+            out.append(Prediction(None, 0.0, True, "unlike anything it was trained on"))
+            continue
+        (answer,) = student.forced([text])
+        if answer.confidence < g.threshold:
+            reason = f"unsure (confidence below {g.threshold:.2f})"
+            out.append(Prediction(None, answer.confidence, True, reason, answer.text))
+        else:
+            out.append(Prediction(answer.text, answer.confidence, False, None, answer.text))
+    return out
 
 
 def base_file(spec: StudentSpec) -> Path:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
     from stillroom.service.engine import Engine
     from stillroom.trainers.generator import GenerativeStudent
+    from stillroom.trainers.tagger_student import TaggerStudent
 
 
 class ClassifierStudent:
@@ -96,13 +97,18 @@ class ClassifierStudent:
 
 def load_student(
     version: ModelVersion, engine: Engine | None
-) -> ClassifierStudent | GenerativeStudent:
-    """The student class a version was trained as; generative ones need the engine."""
+) -> ClassifierStudent | GenerativeStudent | TaggerStudent:
+    """The student class a version was trained as; extraction and free-text ones need the
+    engine."""
     from stillroom.trainers.generator import STUDENT as GENERATIVE
     from stillroom.trainers.generator import GenerativeStudent
+    from stillroom.trainers.tagger import STUDENT as TAGGER
+    from stillroom.trainers.tagger_student import TaggerStudent
 
-    if version.student == GENERATIVE:
+    if version.student in (GENERATIVE, TAGGER):
         if engine is None:
-            raise ModelError(f"version {version.version} generates text: it needs llama.cpp")
+            raise ModelError(f"version {version.version} writes text: it needs llama.cpp")
+        if version.student == TAGGER:
+            return TaggerStudent(version, engine)
         return GenerativeStudent(version, engine)
     return ClassifierStudent(version)

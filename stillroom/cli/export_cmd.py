@@ -1,7 +1,8 @@
 """`stillroom export TASK --format gguf`: a task's serving version as files other tools run.
 
 A generative task gives its base GGUF, its LoRA adapter GGUF, an Ollama Modelfile that joins
-them and the evaluation card; a classifier gives the encoder GGUF, its head and the card.
+them and the evaluation card; a classifier gives the encoder GGUF, its head and the card; a
+tagger (no LLM at all) its CRF weights, features and the card.
 """
 
 from __future__ import annotations
@@ -52,8 +53,11 @@ def export(
         raise TaskError(f"{target} exists and is not empty: name another folder with --to")
     read_manifest(Path(version.path))  # export only what was trained, unchanged
     target.mkdir(parents=True, exist_ok=True)
-    written = _generative(task, version, target) if _is_generative(version) else None
-    if written is None:
+    if _is_generative(version):
+        written = _generative(task, version, target)
+    elif _is_tagger(version):
+        written = _tagger(version, target)
+    else:
         written = _classifier(version, target)
     (target / "CARD.md").write_text(f"# {task.name} v{version.version}\n\n```\n{text}\n```\n")
     console.print(f"wrote {target}: " + ", ".join([*written, "CARD.md"]))
@@ -63,6 +67,26 @@ def _is_generative(version: ModelVersion) -> bool:
     from stillroom.trainers.generator import STUDENT
 
     return version.student == STUDENT
+
+
+def _is_tagger(version: ModelVersion) -> bool:
+    from stillroom.trainers.tagger import STUDENT
+
+    return version.student == STUDENT
+
+
+def _tagger(version: ModelVersion, target: Path) -> list[str]:
+    from stillroom.trainers.tagger import TAGGER_CONFIG, TAGGER_WEIGHTS
+
+    _copy(version, target, TAGGER_WEIGHTS, TAGGER_CONFIG)
+    (target / "README.txt").write_text(
+        "A span tagger (linear-chain CRF) that copies fields out of its input; no LLM.\n"
+        "Split the input into pieces (regex \\w+|[^\\w\\s]), give each piece the features of"
+        " stillroom's trainers/tagger.py (listed in tagger.json), sum their rows of"
+        " `emissions`, decode with `transitions`, `start` and `end` (Viterbi), and write each"
+        " field's runs of pieces as tagger.json's `fields` say. Ollama cannot run it.\n"
+    )
+    return [TAGGER_WEIGHTS, TAGGER_CONFIG, "README.txt"]
 
 
 def _generative(task: Task, version: ModelVersion, target: Path) -> list[str]:
@@ -100,11 +124,15 @@ def _classifier(version: ModelVersion, target: Path) -> list[str]:
     student = ClassifierStudent(version)
     encoder = Engine(Paths.resolve()).encoder_file(student.encoder_path)
     shutil.copyfile(encoder, target / "encoder.gguf")
-    for name in (HEAD_WEIGHTS, HEAD_CONFIG):
-        shutil.copyfile(Path(version.path) / name, target / name)
+    _copy(version, target, HEAD_WEIGHTS, HEAD_CONFIG)
     (target / "README.txt").write_text(
         "A classifier: embed the input with encoder.gguf (llama.cpp, embedding mode, mean"
         " pooling, unit length), then softmax(weights @ v + bias) over head.json's labels.\n"
         "Ollama runs generative models only; this one needs llama.cpp's embedding API.\n"
     )
     return ["encoder.gguf", HEAD_WEIGHTS, HEAD_CONFIG, "README.txt"]
+
+
+def _copy(version: ModelVersion, target: Path, *names: str) -> None:
+    for name in names:
+        shutil.copyfile(Path(version.path) / name, target / name)

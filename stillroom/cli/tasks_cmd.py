@@ -24,6 +24,7 @@ from stillroom.store import Store
 # Teaching aims this high by default: 30% of it calibrates, and a 5% bound needs at least
 # 59 answered calibration items with no error; 300 leaves room for a few.
 TEACH_TO = 300
+STUDENTS = ("auto", "tagger", "lora")  # for an extract task (trainers/generative.py)
 
 app = typer.Typer(help="The tasks stillroom learned or was given.", invoke_without_command=True)
 
@@ -124,6 +125,13 @@ def new(
     ] = None,
     instruction: Annotated[str | None, typer.Option(help="What the task does.")] = None,
     target: Annotated[float, typer.Option(help="Largest error rate allowed.")] = 0.05,
+    student: Annotated[
+        str,
+        typer.Option(
+            help="extract: auto (a tagger where the teacher only copies, else a LoRA),"
+            " tagger or lora."
+        ),
+    ] = "auto",
     files: Annotated[bool, typer.Option("--files", help="Inputs are file paths.")] = False,
     inputs: Annotated[
         Path | None,
@@ -156,9 +164,15 @@ def new(
         raise TaskError("the teacher needs --instruction to know what the task is")
     if kind in ("extract", "generate") and not instruction:
         raise TaskError(f"a {kind} task needs --instruction: its student is told what to do")
+    if student not in STUDENTS:
+        raise TaskError(f"--student {student}: must be one of {', '.join(STUDENTS)}")
+    if student != "auto" and kind != "extract":
+        raise TaskError(f"--student {student}: only an extract task has a choice of student")
     if taught and files:
         raise TaskError("the teacher labels text; a --files task learns from your own examples")
     spec: dict[str, Any] = {"target": target, "input_kind": "file" if files else "text"}
+    if student != "auto":
+        spec["student"] = student
     with open_store() as store:
         _check_new(Registry(store), name, kind)
     sources = [(i, o, "user") for i, o in rows]

@@ -1,5 +1,6 @@
-"""An extraction task made by hand, end to end: `tasks new --kind extract` -> `distill --now`
-(Unsloth LoRA on SmolLM2, exported to GGUF, judged through llama.cpp) -> `run` -> `export`."""
+"""An extraction task made by hand, end to end: `tasks new --kind extract --student lora` ->
+`distill --now` (Unsloth LoRA on SmolLM2, exported to GGUF, judged through llama.cpp) -> `run`
+-> `export`. Left to choose, this task would get a tagger (test_tagger_task.py)."""
 
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     examples.write_text("".join(json.dumps({"input": i, "output": o}) + "\n" for i, o in rows))
     made = run_cli(
         "tasks", "new", "first-names", "--kind", "extract", "--instruction", INSTRUCTION,
-        "--examples", str(examples), "--target", "0.2", home=home,
+        "--examples", str(examples), "--target", "0.2", "--student", "lora", home=home,
     )  # fmt: skip
     assert made.returncode == 0, made.stderr
     distilled = run_cli("distill", "first-names", "--now", home=home, timeout=900)

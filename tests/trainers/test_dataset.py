@@ -30,3 +30,16 @@ def test_split_is_stratified_disjoint_and_deterministic() -> None:
     assert set(Counter(i.output for i in split.calibration).values()) == {30}
     assert stratified_split(items, seed=3) == split
     assert stratified_split(items, seed=4) != split
+
+
+def test_random_split_caps_held_out_parts_so_large_tasks_train_on_more() -> None:
+    from stillroom.trainers.generative import random_split
+
+    small = random_split([Item(f"text {i}", f"out {i}") for i in range(100)])
+    assert small.sizes() == {"train": 50, "calibration": 30, "test": 20}
+    items = [Item(f"text {i}", f"out {i}") for i in range(1500)]
+    large = random_split(items)
+    assert large.sizes() == {"train": 1000, "calibration": 300, "test": 200}
+    assert large == random_split(items)  # deterministic
+    every = large.train + large.calibration + large.test
+    assert sorted(i.input for i in every) == sorted(i.input for i in items)

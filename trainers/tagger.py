@@ -1,0 +1,467 @@
+"""A span tagger for extraction whose teacher only copies: a linear-chain CRF over the input's
+pieces, the cheapest student that can pass such a task.
+
+Every string the teacher writes is made of runs of whole pieces of the input (`is_copied`), so
+the answer is fixed by which pieces belong to which field. Each teacher output is aligned back
+to its input as B-/I- labels per field (outside pieces are "O"); a CRF over sparse features of
+each piece and its neighbours learns them (L-BFGS, L2); an answer is the Viterbi labelling
+written back as the teacher's JSON, and its confidence the probability of that whole labelling
+(forward algorithm). Numpy only at answer time; weights in safetensors, features in JSON.
+
+Shapes it writes: an object whose values are strings (runs joined by a space) or lists of
+strings (one item per run), or a list of strings. Other schemas keep the LoRA student.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from stillroom.errors import ModelError
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+STUDENT = "crf-tagger"
+TAGGER_WEIGHTS = "tagger.safetensors"
+TAGGER_CONFIG = "tagger.json"
+OUTSIDE = "O"
+LIST = "[]"  # the field name of a top-level list of strings
+_PIECE = re.compile(r"\w+|[^\w\s]")  # as service.generation's copy pieces
+_FORBIDDEN = -1e4  # an I- label only after its own B- or I-
+
+
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    start: int
+    end: int
+    gap: str  # the whitespace before it: "" (attached), " " (space) or "\n" (a line break)
+
+
+def pieces(text: str) -> list[Piece]:
+    out: list[Piece] = []
+    end = 0
+    for m in _PIECE.finditer(text):
+        between = text[end : m.start()]
+        gap = "\n" if "\n" in between else (" " if between else "")
+        out.append(Piece(m.group(), m.start(), m.end(), gap))
+        end = m.end()
+    return out
+
+
+def fields_of(schema: dict[str, Any] | None) -> dict[str, bool] | None:
+    """The fields a tagger writes for this schema (name -> is a list), or None when it
+    cannot write the schema's shape."""
+    if schema is None:
+        return None
+    if _is_list_of_strings(schema):
+        return {LIST: True}
+    if schema.get("type") != "object" or not schema.get("properties"):
+        return None
+    out: dict[str, bool] = {}
+    for name, inner in schema["properties"].items():
+        if inner.get("type") == "string":
+            out[name] = False
+        elif _is_list_of_strings(inner):
+            out[name] = True
+        else:
+            return None
+    return out
+
+
+def _is_list_of_strings(schema: dict[str, Any]) -> bool:
+    return schema.get("type") == "array" and schema.get("items", {}).get("type") == "string"
+
+
+def _values(data: Any, fields: dict[str, bool]) -> list[tuple[str, list[str]]] | None:
+    """(field, its runs' texts) in field order; None when the data is not of the shape."""
+    if list(fields) == [LIST]:
+        data = {LIST: data}
+    if not isinstance(data, dict) or any(k not in fields for k in data):
+        return None
+    out = []
+    for name, is_list in fields.items():
+        if name not in data:
+            continue
+        value = data[name]
+        items = value if is_list else [value]
+        if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+            return None
+        out.append((name, items))
+    return out
+
+
+def align(text: str, output: str, fields: dict[str, bool]) -> list[str] | None:
+    """The B-/I-/O label of each piece of `text` that writes `output` back exactly, or None
+    where no such labelling is found (the example is then not trained on)."""
+    from stillroom.trainers.judge import normalize, parse_json
+
+    data = parse_json(output) if output.strip()[:1] in "[{" else None
+    values = _values(data, fields) if data is not None else None
+    if values is None:
+        return None
+    have = pieces(text)
+    labels = [OUTSIDE] * len(have)
+    for name, items in values:
+        for item in items:
+            if not _place(item, have, labels, name, fields[name]):
+                return None
+    if normalize(write(text, labels, fields)) != normalize(output):
+        return None
+    return labels
+
+
+def _place(item: str, have: list[Piece], labels: list[str], name: str, is_list: bool) -> bool:
+    """Label the leftmost free runs of `have` that spell `item` (a list item: one run)."""
+    want = pieces(item)
+    if not want:
+        return False
+    i, first = 0, True
+    while i < len(want):
+        best_at, best_len = -1, 0
+        for at in range(len(have)):
+            n = 0
+            while (
+                i + n < len(want)
+                and at + n < len(have)
+                and labels[at + n] == OUTSIDE
+                and have[at + n].text == want[i + n].text
+                and (n == 0 or bool(have[at + n].gap) == bool(want[i + n].gap))
+            ):
+                n += 1
+            # A run ends at the value's end or where the value has a space.
+            while n and i + n < len(want) and not want[i + n].gap:
+                n -= 1
+            if n > best_len:
+                best_at, best_len = at, n
+        if best_len == 0 or (is_list and best_len < len(want)):
+            return False
+        for k in range(best_len):
+            labels[best_at + k] = ("B-" if k == 0 else "I-") + name
+        i += best_len
+        first = False
+    return not first
+
+
+def write(text: str, labels: Sequence[str], fields: dict[str, bool]) -> str:
+    """The JSON a labelling of `text`'s pieces stands for: each run is the input's own text
+    (whitespace collapsed); a string field joins its runs with a space."""
+    have = pieces(text)
+    runs: dict[str, list[str]] = {}
+    current, start, end = "", 0, 0
+    for piece, label in [*zip(have, labels, strict=True), (None, OUTSIDE)]:
+        continues = piece is not None and label == "I-" + current
+        if current and not continues:
+            runs.setdefault(current, []).append(" ".join(text[start:end].split()))
+            current = ""
+        if piece is not None and label.startswith(("B-", "I-")) and not continues:
+            current, start = label[2:], piece.start
+        if piece is not None and current:
+            end = piece.end
+    data: dict[str, Any] = {}
+    for name, is_list in fields.items():
+        if name in runs:
+            data[name] = runs[name] if is_list else " ".join(runs[name])
+        elif is_list:
+            data[name] = []
+    if list(fields) == [LIST]:
+        return json.dumps(data[LIST], ensure_ascii=False)
+    return json.dumps(data, ensure_ascii=False)
+
+
+def features(have: Sequence[Piece]) -> list[list[str]]:
+    """Sparse features of each piece: itself, its shape, its neighbours and the nearest words
+    around it (a JSON key three pieces back still names the value)."""
+    words = [_word(p.text) for p in have]
+    shapes = [_shape(p.text) for p in have]
+    word_at = [i for i, p in enumerate(have) if p.text[:1].isalnum() or p.text[:1] == "_"]
+    line = np.cumsum([p.gap == "\n" for p in have]) if have else np.zeros(0, dtype=int)
+    out = []
+    n = len(have)
+    for i, p in enumerate(have):
+        f = [
+            "bias",
+            "w=" + words[i],
+            "s=" + shapes[i],
+            "g=" + repr(p.gap),
+            "pre=" + words[i][:3],
+            "suf=" + words[i][-3:],
+            "len=" + str(min(len(p.text), 6)),
+            "from_start=" + str(min(i, 4)),
+            "from_end=" + str(min(n - 1 - i, 4)),
+            "line=" + str(min(int(line[i]), 3)),
+            "lines_after=" + str(min(int(line[-1] - line[i]), 2)),
+        ]
+        if i == 0 or p.gap == "\n":
+            f.append("line_start")
+        if i + 1 == n or have[i + 1].gap == "\n":
+            f.append("line_end")
+        for d in (-2, -1, 1, 2):
+            j = i + d
+            if 0 <= j < n:
+                f += [f"{d}w={words[j]}", f"{d}s={shapes[j]}", f"{d}g={have[j].gap!r}"]
+            else:
+                f.append(f"{d}pad")
+        if i + 1 < n:
+            f.append(f"w+1={words[i]}|{words[i + 1]}")
+        if i:
+            f.append(f"w-1={words[i - 1]}|{words[i]}")
+        before = [j for j in word_at if j < i][-2:]
+        after = [j for j in word_at if j > i][:1]
+        for k, j in enumerate(reversed(before)):
+            f.append(f"pw{k}={words[j]}")
+        for j in after:
+            f.append(f"nw={words[j]}")
+        out.append(f)
+    return out
+
+
+def _word(text: str) -> str:
+    return re.sub(r"\d", "0", text.lower())
+
+
+def _shape(text: str) -> str:
+    out: list[str] = []
+    for ch in text[:8]:
+        c = "X" if ch.isupper() else "x" if ch.islower() else "d" if ch.isdigit() else ch
+        if not out or out[-1] != c:
+            out.append(c)
+    return "".join(out)
+
+
+@dataclass
+class Tagger:
+    """Labels, feature vocabulary and CRF weights: emissions (features x labels), transitions
+    (labels x labels), start and end scores."""
+
+    fields: dict[str, bool]
+    labels: list[str]
+    vocabulary: dict[str, int]
+    emissions: NDArray[np.float64]
+    transitions: NDArray[np.float64]
+    start: NDArray[np.float64]
+    end: NDArray[np.float64]
+    iterations: int = 0  # L-BFGS iterations it was trained for (not saved)
+
+    def _emission(self, have: Sequence[Piece]) -> NDArray[np.float64]:
+        rows = np.zeros((len(have), len(self.labels)))
+        for i, f in enumerate(features(have)):
+            ids = [self.vocabulary[x] for x in f if x in self.vocabulary]
+            if ids:
+                rows[i] = self.emissions[ids].sum(axis=0)
+        return rows
+
+    def tag(self, text: str) -> tuple[list[str], float]:
+        """The most likely labelling of the text's pieces and its probability."""
+        have = pieces(text)
+        if not have:
+            return [], 1.0
+        e = self._emission(have)
+        t = self.transitions + _mask(self.labels)
+        start = self.start + _start_mask(self.labels)
+        score = start + e[0]
+        back = []
+        for row in e[1:]:
+            total = score[:, None] + t
+            back.append(total.argmax(axis=0))
+            score = total.max(axis=0) + row
+        score = score + self.end
+        best = [int(score.argmax())]
+        for pointers in reversed(back):
+            best.append(int(pointers[best[-1]]))
+        best.reverse()
+        log_z = _log_partition(e, t, start, self.end)
+        probability = float(np.exp(min(0.0, float(score.max()) - log_z)))
+        return [self.labels[k] for k in best], probability
+
+    def answer(self, text: str) -> tuple[str, float]:
+        labels, probability = self.tag(text)
+        return write(text, labels, self.fields), probability
+
+    def save(self, folder: Path) -> None:
+        from safetensors.numpy import save_file
+
+        save_file(
+            {
+                "emissions": np.ascontiguousarray(self.emissions, dtype=np.float32),
+                "transitions": np.ascontiguousarray(self.transitions, dtype=np.float32),
+                "start": np.ascontiguousarray(self.start, dtype=np.float32),
+                "end": np.ascontiguousarray(self.end, dtype=np.float32),
+            },
+            str(folder / TAGGER_WEIGHTS),
+        )
+        names = sorted(self.vocabulary, key=self.vocabulary.__getitem__)
+        config = {"fields": self.fields, "labels": self.labels, "features": names}
+        (folder / TAGGER_CONFIG).write_text(json.dumps(config, ensure_ascii=False) + "\n")
+
+    @classmethod
+    def load(cls, folder: Path) -> Tagger:
+        from safetensors.numpy import load_file
+
+        try:
+            config = json.loads((folder / TAGGER_CONFIG).read_text())
+            w = load_file(str(folder / TAGGER_WEIGHTS))
+            tagger = cls(
+                fields=config["fields"],
+                labels=config["labels"],
+                vocabulary={name: i for i, name in enumerate(config["features"])},
+                emissions=w["emissions"].astype(np.float64),
+                transitions=w["transitions"].astype(np.float64),
+                start=w["start"].astype(np.float64),
+                end=w["end"].astype(np.float64),
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelError(f"{folder}: cannot read its tagger ({exc})") from exc
+        if tagger.emissions.shape != (len(tagger.vocabulary), len(tagger.labels)):
+            raise ModelError(f"{folder}: its tagger's weights do not fit its features")
+        return tagger
+
+
+def _mask(labels: Sequence[str]) -> NDArray[np.float64]:
+    """Forbidden transitions: into I-x from anything but B-x or I-x."""
+    m = np.zeros((len(labels), len(labels)))
+    for j, to in enumerate(labels):
+        if to.startswith("I-"):
+            for i, frm in enumerate(labels):
+                if frm[2:] != to[2:] or frm == OUTSIDE:
+                    m[i, j] = _FORBIDDEN
+    return m
+
+
+def _start_mask(labels: Sequence[str]) -> NDArray[np.float64]:
+    return np.array([_FORBIDDEN if x.startswith("I-") else 0.0 for x in labels])
+
+
+def _log_partition(
+    e: NDArray[np.float64],
+    t: NDArray[np.float64],
+    start: NDArray[np.float64],
+    end: NDArray[np.float64],
+) -> float:
+    alpha = start + e[0]
+    for row in e[1:]:
+        alpha = _logsumexp(alpha[:, None] + t) + row
+    return float(_logsumexp((alpha + end)[:, None])[0])
+
+
+def _logsumexp(x: NDArray[np.float64]) -> NDArray[np.float64]:
+    """log(sum(exp(x))) down the first axis, without scipy at answer time."""
+    top = x.max(axis=0)
+    out: NDArray[np.float64] = np.log(np.exp(x - top).sum(axis=0)) + top
+    return out
+
+
+def train_tagger(
+    examples: Sequence[tuple[str, str]],
+    fields: dict[str, bool],
+    l2: float = 0.3,
+    max_iterations: int = 300,
+) -> Tagger:
+    """Fit the CRF on (input, teacher output) pairs that align (`align`); raises ValueError
+    when none does."""
+    from scipy import sparse
+    from scipy.optimize import minimize
+    from scipy.special import logsumexp
+
+    aligned = []
+    for text, output in examples:
+        labels = align(text, output, fields)
+        if labels:
+            aligned.append((pieces(text), labels))
+    if not aligned:
+        raise ValueError("no example's output could be aligned to its input")
+    names = [OUTSIDE] + [f"{p}-{f}" for f in fields for p in ("B", "I")]
+    index = {x: i for i, x in enumerate(names)}
+    L = len(names)
+    feats = [features(have) for have, _ in aligned]
+    seen = {x for seq in feats for f in seq for x in f}
+    vocabulary = {x: i for i, x in enumerate(sorted(seen))}
+    rows, cols = [], []
+    r = 0
+    for seq in feats:
+        for f in seq:
+            for x in f:
+                if x in vocabulary:
+                    rows.append(r)
+                    cols.append(vocabulary[x])
+            r += 1
+    X = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(r, len(vocabulary)))
+    gold = np.array([index[y] for _, labels in aligned for y in labels])
+    lengths = np.array([len(labels) for _, labels in aligned])
+    offsets = np.concatenate([[0], np.cumsum(lengths)])
+    by_length: dict[int, list[int]] = {}
+    for k, n in enumerate(lengths):
+        by_length.setdefault(int(n), []).append(k)
+    groups = [
+        (n, np.array([np.arange(offsets[k], offsets[k] + n) for k in ks]))
+        for n, ks in by_length.items()
+    ]
+    mask, start_mask = _mask(names), _start_mask(names)
+    F = len(vocabulary)
+    sizes = [F * L, L * L, L, L]
+
+    def unpack(theta: NDArray[np.float64]) -> list[NDArray[np.float64]]:
+        parts, at = [], 0
+        for s in sizes:
+            parts.append(theta[at : at + s])
+            at += s
+        return [parts[0].reshape(F, L), parts[1].reshape(L, L), parts[2], parts[3]]
+
+    def objective(theta: NDArray[np.float64]) -> tuple[float, NDArray[np.float64]]:
+        w, tr, st, en = unpack(theta)
+        t, s = tr + mask, st + start_mask
+        emission = X @ w  # (pieces, labels)
+        d_emission = np.zeros_like(emission)
+        d_t, d_s, d_e = np.zeros((L, L)), np.zeros(L), np.zeros(L)
+        loss = 0.0
+        for n, rows_ in groups:
+            e = emission[rows_]  # (B, n, L)
+            y = gold[rows_]  # (B, n)
+            alpha = np.empty_like(e)
+            alpha[:, 0] = s + e[:, 0]
+            for i in range(1, n):
+                alpha[:, i] = logsumexp(alpha[:, i - 1, :, None] + t, axis=1) + e[:, i]
+            beta = np.empty_like(e)
+            beta[:, n - 1] = en
+            for i in range(n - 2, -1, -1):
+                beta[:, i] = logsumexp(t + (e[:, i + 1] + beta[:, i + 1])[:, None, :], axis=2)
+            log_z = logsumexp(alpha[:, n - 1] + en, axis=1)
+            gold_score = (
+                s[y[:, 0]]
+                + np.take_along_axis(e, y[:, :, None], axis=2).sum(axis=(1, 2))
+                + t[y[:, :-1], y[:, 1:]].sum(axis=1)
+                + en[y[:, -1]]
+            )
+            loss += float((log_z - gold_score).sum())
+            marginal = np.exp(alpha + beta - log_z[:, None, None])
+            onehot = np.zeros_like(e)
+            np.put_along_axis(onehot, y[:, :, None], 1.0, axis=2)
+            d_emission[rows_] += marginal - onehot
+            d_s += marginal[:, 0].sum(axis=0) - onehot[:, 0].sum(axis=0)
+            d_e += marginal[:, -1].sum(axis=0) - onehot[:, -1].sum(axis=0)
+            if n > 1:
+                pair = np.exp(
+                    alpha[:, :-1, :, None]
+                    + t
+                    + (e[:, 1:] + beta[:, 1:])[:, :, None, :]
+                    - log_z[:, None, None, None]
+                )
+                d_t += pair.sum(axis=(0, 1))
+                np.add.at(d_t, (y[:, :-1], y[:, 1:]), -1.0)
+        grad = np.concatenate([(X.T @ d_emission).ravel(), d_t.ravel(), d_s, d_e])
+        loss += 0.5 * l2 * float(theta @ theta)
+        return loss, grad + l2 * theta
+
+    theta = np.zeros(sum(sizes))
+    result = minimize(
+        objective, theta, jac=True, method="L-BFGS-B", options={"maxiter": max_iterations}
+    )
+    w, tr, st, en = unpack(result.x)
+    return Tagger(dict(fields), names, vocabulary, w, tr, st, en, int(result.nit))
