@@ -14,6 +14,7 @@ strings (one item per run), or a list of strings. Other schemas keep the LoRA st
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 from collections.abc import Sequence
@@ -103,7 +104,7 @@ def align(text: str, output: str, fields: dict[str, bool]) -> list[str] | None:
     where no such labelling is found (the example is then not trained on)."""
     from stillroom.trainers.judge import normalize, parse_json
 
-    data = parse_json(output) if output.strip()[:1] in "[{" else None
+    data = parse_json(output)
     values = _values(data, fields) if data is not None else None
     if values is None:
         return None
@@ -123,7 +124,7 @@ def _place(item: str, have: list[Piece], labels: list[str], name: str, is_list: 
     want = pieces(item)
     if not want:
         return False
-    i, first = 0, True
+    i = 0
     while i < len(want):
         best_at, best_len = -1, 0
         for at in range(len(have)):
@@ -146,8 +147,7 @@ def _place(item: str, have: list[Piece], labels: list[str], name: str, is_list: 
         for k in range(best_len):
             labels[best_at + k] = ("B-" if k == 0 else "I-") + name
         i += best_len
-        first = False
-    return not first
+    return True
 
 
 def write(text: str, labels: Sequence[str], fields: dict[str, bool]) -> str:
@@ -213,11 +213,12 @@ def features(have: Sequence[Piece]) -> list[list[str]]:
             f.append(f"w+1={words[i]}|{words[i + 1]}")
         if i:
             f.append(f"w-1={words[i - 1]}|{words[i]}")
-        before = [j for j in word_at if j < i][-2:]
-        after = [j for j in word_at if j > i][:1]
-        for k, j in enumerate(reversed(before)):
+        # The nearest word pieces before and after this one (sorted positions: bisect).
+        first_after_or_at = bisect.bisect_left(word_at, i)
+        for k, j in enumerate(reversed(word_at[max(0, first_after_or_at - 2) : first_after_or_at])):
             f.append(f"pw{k}={words[j]}")
-        for j in after:
+        first_after = bisect.bisect_right(word_at, i)
+        for j in word_at[first_after : first_after + 1]:
             f.append(f"nw={words[j]}")
         out.append(f)
     return out

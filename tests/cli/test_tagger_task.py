@@ -99,6 +99,47 @@ def test_run_answers_new_addresses(home: Path) -> None:
     assert light.stdout.strip() == "False", light.stderr
 
 
+def test_the_gateway_answers_with_the_tagger(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """openai client calls with the task's instruction are answered by the tagger in the
+    student worker; what it is unsure of goes to the model."""
+    from gateway_client import gateway
+    from upstream import MODEL, Upstream
+
+    from stillroom.config import Config
+    from stillroom.service.local import TaskAnswerer
+    from stillroom.service.students import StudentClient
+    from stillroom.store import Store
+
+    monkeypatch.setenv("STILLROOM_HOME", str(home))  # the worker child reads this home
+    rng = random.Random(5)
+    truth = dict(address(rng) for _ in range(6))
+    with Upstream(lambda m: json.dumps(truth[str(m[-1]["content"])])) as up:
+        data = {"gateway": {"audit_share": 0.0, "openai": {"base_url": up.url}}}
+        students = StudentClient()
+        with Store(home / "data" / "stillroom.db") as store:
+            answerer = TaskAnswerer(store, students, Config.from_data(data))
+            try:
+                with gateway(Config.from_data(data), store, answerer) as client:
+                    replies = []
+                    for text, want in truth.items():
+                        raw = client.chat.completions.with_raw_response.create(
+                            model=MODEL,
+                            messages=[
+                                {"role": "system", "content": INSTRUCTION},
+                                {"role": "user", "content": text},
+                            ],
+                        )
+                        content = raw.parse().choices[0].message.content or ""
+                        by = raw.headers.get("x-stillroom-answered-by")
+                        replies.append((json.loads(content), by, want))
+            finally:
+                students.close()
+        forwarded = len(up.chat_calls())
+    assert all(got == want for got, _, want in replies), replies
+    local = sum(by == "local" for _, by, _ in replies)
+    assert local >= 4 and forwarded == len(replies) - local, replies
+
+
 def test_export_writes_the_crf_and_its_card(home: Path, tmp_path: Path) -> None:
     target = tmp_path / "out"
     result = run_cli("export", "addresses", "--to", str(target), home=home)
