@@ -64,14 +64,29 @@ _PIECE = re.compile(r"\w+|[^\w\s]")
 MAX_COPY_PIECES = 256
 
 
-def _pieces(text: str) -> list[tuple[str, bool]]:
-    """Each piece of the text, and whether whitespace stands before it (after the first)."""
-    out: list[tuple[str, bool]] = []
+@dataclass(frozen=True)
+class Piece:
+    text: str
+    start: int
+    end: int
+    gap: str  # the whitespace before it: "" (attached), " " (space) or "\n" (a line break)
+
+
+def pieces(text: str) -> list[Piece]:
+    """The text's pieces (`_PIECE`), where each stands and what whitespace comes before it."""
+    out: list[Piece] = []
     end = 0
     for m in _PIECE.finditer(text):
-        out.append((m.group(), bool(out) and m.start() > end))
+        between = text[end : m.start()]
+        gap = "\n" if "\n" in between else (" " if between else "")
+        out.append(Piece(m.group(), m.start(), m.end(), gap))
         end = m.end()
     return out
+
+
+def _pieces(text: str) -> list[tuple[str, bool]]:
+    """Each piece of the text, and whether whitespace stands before it (after the first)."""
+    return [(p.text, i > 0 and bool(p.gap)) for i, p in enumerate(pieces(text))]
 
 
 def is_copied(value: str, text: str) -> bool:

@@ -45,8 +45,9 @@ from stillroom.trainers.judge import (
     json_schema,
     judge,
 )
+from stillroom.trainers.spans import align, fields_of
 from stillroom.trainers.tagger import STUDENT as TAGGER
-from stillroom.trainers.tagger import align, fields_of, train_tagger
+from stillroom.trainers.tagger import train_tagger
 from stillroom.trainers.tagger_student import TaggerStudent
 
 if TYPE_CHECKING:
@@ -114,21 +115,26 @@ def distill_generative(
             progress(f"training a CRF tagger on {len(split.train)} examples")
             tagger = train_tagger([(i.input, i.output) for i in split.train], fields)
             tagger.save(folder)
-            student, base, copy = TAGGER, None, True
-            trained = {"train_iterations": tagger.iterations, "features": len(tagger.vocabulary)}
+            student, base = TAGGER, None
+            trained: dict[str, Any] = {
+                "train_iterations": tagger.iterations,
+                "features": len(tagger.vocabulary),
+                "copy": True,
+            }
         else:
-            spec = _train_adapter(task, items, split, schema, folder, runtime, paths, progress,
-                                  settings)  # fmt: skip
-            student, base, copy = STUDENT, spec.base, spec.copy
-            trained = spec.trained
-        train_seconds = time.perf_counter() - started
+            adapter = _train_adapter(
+                task, items, split, schema, folder, runtime, paths, progress, settings
+            )
+            student, base, trained = STUDENT, adapter.base, adapter.trained
+        trained = {
+            "train_seconds": round(time.perf_counter() - started, 1),
+            **trained,
+            "schema": schema is not None,
+        }
         _save_scope(folder, engine.embed([i.input for i in split.train]))
         return _calibrate(
-            registry, task, folder, number, split, engine, student, base,
-            {"train_seconds": round(train_seconds, 1), **trained,
-             "schema": schema is not None, "copy": copy},
-            progress,
-        )  # fmt: skip
+            registry, task, folder, number, split, engine, student, base, trained, progress
+        )
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -165,8 +171,7 @@ def choose_tagger(
 @dataclass(frozen=True)
 class _Adapter:
     base: str
-    copy: bool
-    trained: dict[str, Any]
+    trained: dict[str, Any]  # its training metrics
 
 
 def _train_adapter(
@@ -219,8 +224,9 @@ def _train_adapter(
         "train_steps": result.steps,
         "train_loss": round(result.final_loss, 4),
         "train_device": result.device,
+        "copy": spec.copy,
     }
-    return _Adapter(spec.base, spec.copy, trained)
+    return _Adapter(spec.base, trained)
 
 
 def _calibrate(

@@ -12,19 +12,10 @@ import numpy as np
 import pytest
 
 from stillroom.errors import ModelError
+from stillroom.service.generation import pieces
 from stillroom.trainers.judge import exact, json_schema
-from stillroom.trainers.tagger import (
-    LIST,
-    OUTSIDE,
-    Tagger,
-    _mask,
-    _start_mask,
-    align,
-    fields_of,
-    pieces,
-    train_tagger,
-    write,
-)
+from stillroom.trainers.spans import LIST, OUTSIDE, align, fields_of, write
+from stillroom.trainers.tagger import Tagger, _mask, _start_mask, train_tagger
 
 STREETS = ["Court", "Main", "Elm", "Martin Luther King", "Oak Hill", "5th", "Lake Shore"]
 TYPES = ["Street", "St.", "Ave", "Road", "Blvd"]
