@@ -2,30 +2,48 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
+from stillroom.config_automations import (
+    ActionConfig,
+    Automation,
+    CommandAction,
+    ConvertImageAction,
+    CopyAction,
+    DecidedKind,
+    Match,
+    MoveAction,
+    RenameAction,
+)
 from stillroom.config_checks import CONFIG_VERSION, describe, migrate, show
+from stillroom.config_gateway import GatewayConfig, Price, RouteConfig, UpstreamConfig
+from stillroom.config_types import Model, UserPath, expand_path, resolve_root
 from stillroom.errors import ConfigError
 
-
-class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def expand_path(value: Any) -> Any:
-    """`~` and $VARS expand; a relative path is taken from the user's home folder."""
-    if isinstance(value, str | Path):
-        path = Path(os.path.expandvars(os.path.expanduser(str(value))))
-        return path if path.is_absolute() else Path.home() / path
-    return value
-
-
-UserPath = Annotated[Path, Field(description="A folder; ~ and $VARS expand.")]
+# The sections live in their own modules; callers import every config type from here.
+__all__ = [
+    "ActionConfig",
+    "Automation",
+    "CommandAction",
+    "Config",
+    "ConvertImageAction",
+    "CopyAction",
+    "DecidedKind",
+    "GatewayConfig",
+    "Match",
+    "MoveAction",
+    "Price",
+    "RenameAction",
+    "RouteConfig",
+    "UpstreamConfig",
+    "UserPath",
+    "expand_path",
+    "resolve_root",
+]
 
 
 class FolderConfig(Model):
@@ -37,7 +55,7 @@ class FolderConfig(Model):
         default_factory=list, description="Globs matched against file names and relative paths."
     )
 
-    _expand = field_validator("path", mode="before")(expand_path)
+    _expand = field_validator("path", mode="before")(resolve_root)
 
 
 class FilesystemConfig(Model):
@@ -53,85 +71,6 @@ class FilesystemConfig(Model):
         default_factory=lambda: [".part", ".crdownload", ".tmp", ".download", ".partial"],
     )
     snippet_chars: int = Field(400, ge=0, le=10_000)
-
-
-DecidedKind = Literal["file.created", "file.moved", "file.modified"]
-
-
-class Match(Model):
-    """Which files a rule applies to; every given condition must hold."""
-
-    events: list[DecidedKind] = Field(default_factory=lambda: list[DecidedKind](["file.created"]))
-    folders: list[UserPath] | None = None
-    extensions: list[str] | None = None
-    name: list[str] | None = Field(None, description="Globs on the file name.")
-    mime: list[str] | None = Field(None, description="Globs on the MIME type, e.g. image/*.")
-    min_size: ByteSize | None = None
-    max_size: ByteSize | None = None
-
-    _expand = field_validator("folders", mode="before")(
-        lambda v: [expand_path(p) for p in v] if isinstance(v, list) else v
-    )
-
-    @field_validator("extensions", "name", "mime", mode="before")
-    @classmethod
-    def _one_or_many(cls, value: Any) -> Any:
-        return [value] if isinstance(value, str) else value
-
-    @field_validator("extensions")
-    @classmethod
-    def _normalise_extensions(cls, value: list[str] | None) -> list[str] | None:
-        return None if value is None else [e.lower().lstrip(".") for e in value]
-
-
-class MoveAction(Model):
-    kind: Literal["move"]
-    to: UserPath
-    _expand = field_validator("to", mode="before")(expand_path)
-
-
-class RenameAction(Model):
-    kind: Literal["rename"]
-    name: str = Field(description="Template: {stem} {ext} {name} {date} {parent}.")
-
-
-class CopyAction(Model):
-    kind: Literal["copy"]
-    to: UserPath
-    _expand = field_validator("to", mode="before")(expand_path)
-
-
-class ConvertImageAction(Model):
-    kind: Literal["convert_image"]
-    format: Literal["jpeg", "png", "webp"] = "jpeg"
-    quality: int = Field(90, ge=1, le=100)
-    to: UserPath | None = Field(
-        None, description="Folder of the converted copy; default beside it."
-    )
-    _expand = field_validator("to", mode="before")(expand_path)
-
-
-class CommandAction(Model):
-    kind: Literal["command"]
-    argv: list[str] = Field(
-        min_length=1, description="Program and arguments, never through a shell; {path} expands."
-    )
-    timeout: float = Field(30.0, gt=0, le=3600)
-
-
-ActionConfig = Annotated[
-    MoveAction | RenameAction | CopyAction | ConvertImageAction | CommandAction,
-    Field(discriminator="kind"),
-]
-
-
-class Automation(Model):
-    """A user-written rule: files that match get the action."""
-
-    name: str = Field(min_length=1)
-    enabled: bool = True
-    match: Match = Field(default_factory=Match)
-    action: ActionConfig
 
 
 class DetectorConfig(Model):
@@ -152,60 +91,6 @@ class DetectorConfig(Model):
     )
     review_seconds: int = Field(
         60, ge=1, description="How often the daemon reviews shadow students and live errors."
-    )
-
-
-class UpstreamConfig(Model):
-    """A model provider: where the gateway forwards and what teachers call. The key is
-    better left to the environment (STILLROOM_UPSTREAM_API_KEY, ANTHROPIC_API_KEY)."""
-
-    base_url: str = Field(description="Including /v1 for OpenAI-compatible providers.")
-    api_key: str | None = Field(None, description="Prefer the environment variable.")
-    timeout_seconds: float = Field(120.0, gt=0, le=3600)
-
-
-class Price(Model):
-    """What a model costs, in US dollars per million tokens."""
-
-    input: float = Field(ge=0)
-    output: float = Field(ge=0)
-
-
-def _default_prices() -> dict[str, Price]:
-    return {
-        "gpt-4o-mini": Price(input=0.15, output=0.6),
-        "gpt-4o": Price(input=2.5, output=10.0),
-        "gpt-4.1-mini": Price(input=0.4, output=1.6),
-        "gpt-4.1": Price(input=2.0, output=8.0),
-        "claude-3-5-haiku": Price(input=0.8, output=4.0),
-        "claude-sonnet-4": Price(input=3.0, output=15.0),
-    }
-
-
-class GatewayConfig(Model):
-    """The OpenAI-compatible gateway: clients point their base_url at it; it records each
-    call, answers the ones a proven student is sure of, and forwards the rest."""
-
-    enabled: bool = True
-    openai: UpstreamConfig = Field(
-        default_factory=lambda: UpstreamConfig(base_url="https://api.openai.com/v1")
-    )
-    anthropic: UpstreamConfig = Field(
-        default_factory=lambda: UpstreamConfig(base_url="https://api.anthropic.com")
-    )
-    client_auth: bool = Field(
-        True, description="Pass the client's own Authorization header when no key is set."
-    )
-    audit_share: float = Field(
-        0.05, ge=0, le=1, description="Share of confident calls still forwarded as an audit."
-    )
-    allowed_origins: list[str] = Field(
-        default_factory=list,
-        description="Web origins (scheme://host:port) allowed to call; none by default.",
-    )
-    prices: dict[str, Price] = Field(
-        default_factory=_default_prices,
-        description="Per model name (a prefix matches dated names), for cost estimates.",
     )
 
 
@@ -264,7 +149,11 @@ class InputMonitorConfig(Model):
         description="auto: pynput under X11, logind's IdleHint under Wayland or without X.",
     )
     flush_seconds: float = Field(
-        300.0, ge=5, le=86_400, description="Counts are stored as one event per this period."
+        300.0,
+        ge=60,
+        le=86_400,
+        description="Counts are stored as one event per this period (at least a minute, so that"
+        " no event holds few enough keys to rebuild what was typed).",
     )
 
 
@@ -361,7 +250,7 @@ class Config(Model):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     _expand = field_validator("destinations", mode="before")(
-        lambda v: [expand_path(p) for p in v] if isinstance(v, list) else v
+        lambda v: [resolve_root(p) for p in v] if isinstance(v, list) else v
     )
 
     @field_validator("automations")
@@ -381,6 +270,8 @@ class Config(Model):
             text = Path(path).read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(path, [f"cannot read: {exc.strerror or exc}"]) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(path, [f"not UTF-8 text (byte {exc.start})"]) from None
         try:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
@@ -388,6 +279,8 @@ class Config(Model):
             where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
             problem = getattr(exc, "problem", None) or str(exc)
             raise ConfigError(path, [f"{where}not valid YAML ({problem})"]) from exc
+        except RecursionError:  # PyYAML parses nesting recursively
+            raise ConfigError(path, ["not valid YAML (nested too deeply)"]) from None
         return cls.from_data({} if data is None else data, path)
 
     @classmethod

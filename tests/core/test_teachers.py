@@ -11,7 +11,8 @@ import pytest
 from ticket_writer import writer_oracle
 from upstream import Upstream, ticket_oracle
 
-from stillroom.config import Config, _default_prices
+from stillroom.config import Config
+from stillroom.config_gateway import _default_prices
 from stillroom.errors import TeacherError
 from stillroom.teachers import AnthropicTeacher, OpenAITeacher, teacher_from_config
 from stillroom.teaching import (
