@@ -3,7 +3,8 @@
 
 The oracle decides by the words of the last user message, never by its length or position,
 so a student has to learn the words to agree with it. Tests can queue failures, slow the
-stream down, and read back every request it received.
+stream down, and read back every request it received: any method, any path (unknown ones
+get 404 and are recorded all the same), with its headers and body (sent whole or chunked).
 
     with Upstream() as up:
         client = openai.OpenAI(base_url=up.url, api_key="sk-test")
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -59,6 +61,7 @@ class Received:
     path: str
     headers: dict[str, str]
     body: Any
+    size: int = 0  # bytes of the body as received
 
 
 @dataclass
@@ -66,6 +69,14 @@ class Failure:
     status: int
     body: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A client that hangs up before its answer (a gateway that timed out) is no error."""
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class Upstream:
@@ -83,10 +94,11 @@ class Upstream:
         self.chunk_delay = chunk_delay  # seconds between streamed chunks
         self.answer_delay = answer_delay  # seconds before any answer
         self.models = models
+        self.files: dict[str, bytes] = {}  # what GET /v1/files/<id>/content answers
         self.received: list[Received] = []
         self.failures: list[Failure] = []
         self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
+        self._server = QuietServer(("127.0.0.1", 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -130,9 +142,21 @@ def _handler(up: Upstream) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def _body(self) -> Any:
+        def _raw_body(self) -> bytes:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                parts = []
+                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                    parts.append(self.rfile.read(size))
+                    self.rfile.readline()
+                while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+                return b"".join(parts)
             length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length) if length else b""
+            return self.rfile.read(length) if length else b""
+
+        def _body(self) -> Any:
+            raw = self._raw_body()
+            self._size = len(raw)
             try:
                 return json.loads(raw) if raw else None
             except ValueError:
@@ -140,8 +164,25 @@ def _handler(up: Upstream) -> type[BaseHTTPRequestHandler]:
 
         def _record(self, body: Any) -> None:
             headers = {k.lower(): v for k, v in self.headers.items()}
+            size = getattr(self, "_size", 0)
             with up._lock:
-                up.received.append(Received(self.command, self.path, headers, body))
+                up.received.append(Received(self.command, self.path, headers, body, size))
+
+        def _not_found(self) -> None:
+            self._json(404, {"error": {"message": f"no route {self.path}", "type": "not_found"}})
+
+        def _other(self) -> None:
+            """PUT, PATCH, DELETE, HEAD, OPTIONS: recorded; DELETE of a model is answered."""
+            self._record(self._body())
+            if self._failure():
+                return
+            if self.command == "DELETE" and self.path.startswith("/v1/models/"):
+                name = self.path.split("?")[0].rsplit("/", 1)[1]
+                self._json(200, {"id": name, "object": "model", "deleted": True})
+            else:
+                self._not_found()
+
+        do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _other
 
         def _json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
             data = json.dumps(body).encode()
@@ -162,19 +203,32 @@ def _handler(up: Upstream) -> type[BaseHTTPRequestHandler]:
             return True
 
         def do_GET(self) -> None:
-            self._record(None)
+            self._record(self._body())
             if self._failure():
                 return
-            if self.path.rstrip("/") == "/v1/models":
+            path = self.path.split("?")[0]
+            parts = path.split("/")
+            if path.rstrip("/") == "/v1/models":
                 data = [
                     {"id": m, "object": "model", "created": 0, "owned_by": "test"}
                     for m in up.models
                 ]
                 self._json(200, {"object": "list", "data": data})
+            elif len(parts) == 5 and parts[:3] == ["", "v1", "files"] and parts[4] == "content":
+                self._file(parts[3])
             else:
-                self._json(
-                    404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}
-                )
+                self._not_found()
+
+        def _file(self, name: str) -> None:
+            data = up.files.get(name)
+            if data is None:
+                self._not_found()
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
 
         def do_POST(self) -> None:
             body = self._body()
@@ -190,10 +244,10 @@ def _handler(up: Upstream) -> type[BaseHTTPRequestHandler]:
                 self._messages(body)
             elif path == "/v1/embeddings" and isinstance(body, dict):
                 self._embeddings(body)
+            elif path == "/v1/files":
+                self._json(200, {"id": f"file-{len(up.received)}", "bytes": self._size})
             else:
-                self._json(
-                    404, {"error": {"message": f"no route {self.path}", "type": "not_found"}}
-                )
+                self._not_found()
 
         def _chat(self, body: dict[str, Any]) -> None:
             messages = body.get("messages") or []

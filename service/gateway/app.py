@@ -1,5 +1,5 @@
 """The gateway's FastAPI app: OpenAI- and Anthropic-compatible routes, forwarded and recorded,
-and the token-protected /stillroom/ routes."""
+and the token-protected /stillroom/ routes, behind the admission limit and the Guard."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
+from starlette.types import Scope
 
 from stillroom import __version__
 from stillroom.config import Config
@@ -19,13 +20,16 @@ from stillroom.events import Event
 from stillroom.service.gateway import calls
 from stillroom.service.gateway.answerer import Answerer
 from stillroom.service.gateway.forward import Unreachable, open_upstream, relay, targets
+from stillroom.service.gateway.limits import Admission
 from stillroom.service.gateway.recorder import Recorder, Sink
-from stillroom.service.gateway.replies import error_response
-from stillroom.service.gateway.safety import Guard
+from stillroom.service.gateway.replies import error_response, provider_error
+from stillroom.service.gateway.routes import MB, RouteTable, error_provider
+from stillroom.service.gateway.safety import Guard, has_body
 from stillroom.service.gateway.state import Gateway
 from stillroom.store import Store
 
-PASSTHROUGH_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]
+# The Guard lets through only what the route table allows; these are the methods it has.
+PASSTHROUGH_METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
 MAX_CALLS = 500
 
 
@@ -43,11 +47,13 @@ def create_app(
 
     `sink` receives one llm.call Event per recorded call, from a worker thread; `store` serves
     /stillroom/calls; `env` overrides os.environ for the provider variables."""
+    settings = config.gateway
     gateway = Gateway(
         targets=targets(config, env),
         token=token,
-        client_auth=config.gateway.client_auth,
-        recorder=Recorder(sink, config.gateway.prices, answerer),
+        client_auth=settings.client_auth,
+        recorder=Recorder(sink, settings.prices, answerer),
+        max_response_bytes=int(settings.max_response_mb * MB),
         answerer=answerer,
         store=store,
     )
@@ -68,13 +74,18 @@ def create_app(
         openapi_url=None,
     )
     app.state.gateway = gateway
+    app.state.request_timeout = settings.request_timeout_seconds  # for the server's protocol
     app.add_middleware(
         Guard,
         host=config.server.host,
         port=config.server.port,
         token=token,
+        routes=RouteTable.from_config(settings),
+        keyed=[name for name, target in gateway.targets.items() if target.api_key],
+        request_timeout=settings.request_timeout_seconds,
         allowed_origins=allowed_origins,
     )
+    app.add_middleware(Admission, max_concurrent=settings.max_concurrent, refuse=busy)
     app.add_api_route("/v1/chat/completions", calls.chat_completions, methods=["POST"])
     app.add_api_route("/v1/messages", calls.messages, methods=["POST"])
     app.add_api_route("/v1/{path:path}", passthrough, methods=PASSTHROUGH_METHODS)
@@ -83,21 +94,39 @@ def create_app(
     return app
 
 
+def busy(scope: Scope, status: int, message: str, code: str, headers: dict[str, str]) -> Response:
+    """The Admission limit's 503, in the shape of the provider the path belongs to."""
+    request = Request(scope)
+    anthropic = error_provider(request.url.path, request.headers) == "anthropic"
+    return provider_error(anthropic, status, message, code, headers)
+
+
 async def passthrough(request: Request) -> Response:
-    """Any other /v1/ route (models, embeddings, responses, ...): forwarded as it is."""
+    """Any other route of the table (models, embeddings, files, ...): forwarded unrecorded.
+    A body within max_body_mb is read whole first (nothing goes on unless all of it is
+    allowed); an upload's is streamed on as it arrives, never held whole in memory."""
     gateway: Gateway = request.app.state.gateway
-    target = gateway.targets["openai"]
+    found = gateway.route(request)
+    target = gateway.targets[found.route.provider]
+    content: bytes | AsyncIterator[bytes] = b""
+    if found.route.streamed and has_body(request.headers):
+        content = request.stream()
+    elif has_body(request.headers):
+        content = await request.body()
     upstream = await open_upstream(
         gateway.http(),
         target,
         request,
-        await request.body(),
+        content,
+        path=found.path,
+        query=found.query,
         token=gateway.token,
         client_auth=gateway.client_auth,
     )
     if isinstance(upstream, Unreachable):
-        return error_response(upstream.status, upstream.message, upstream.code)
-    return relay(upstream, target)
+        anthropic = found.route.provider == "anthropic"
+        return provider_error(anthropic, upstream.status, upstream.message, upstream.code, {})
+    return relay(upstream, target, gateway.max_response_bytes)
 
 
 async def health(request: Request) -> dict[str, Any]:
@@ -107,7 +136,7 @@ async def health(request: Request) -> dict[str, Any]:
         "status": "ok",
         "version": __version__,
         "local_answers": gateway.answerer is not None,
-        "providers": {name: target.base_url for name, target in gateway.targets.items()},
+        "providers": {name: target.shown for name, target in gateway.targets.items()},
     }
 
 

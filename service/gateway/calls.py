@@ -145,8 +145,16 @@ async def forward(
     anthropic = exchange.provider == "anthropic"
     assemble: Assemble = assemble_anthropic_stream if anthropic else assemble_chat_stream
     failed: ErrorReply = (lambda s, m, c: anthropic_error(s, m)) if anthropic else error_response
+    found = gateway.route(request)
     upstream = await open_upstream(
-        gateway.http(), target, request, raw, token=gateway.token, client_auth=gateway.client_auth
+        gateway.http(),
+        target,
+        request,
+        raw,
+        path=found.path,
+        query=found.query,
+        token=gateway.token,
+        client_auth=gateway.client_auth,
     )
 
     def done(status: int, response: dict[str, Any] | None) -> None:
@@ -159,8 +167,12 @@ async def forward(
         def streamed(data: bytes, failure: Unreachable | None) -> None:
             done(200 if failure is None else failure.status, assemble(data))
 
-        return relay(upstream, target, streamed)
-    whole = upstream if isinstance(upstream, Unreachable) else await read_whole(upstream, target)
+        return relay(upstream, target, gateway.max_response_bytes, streamed)
+    whole = (
+        upstream
+        if isinstance(upstream, Unreachable)
+        else await read_whole(upstream, target, gateway.max_response_bytes)
+    )
     if isinstance(whole, Unreachable):
         reply = failed(whole.status, whole.message, whole.code)
         done(whole.status, _json_object(bytes(reply.body)))

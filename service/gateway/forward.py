@@ -1,10 +1,11 @@
-"""Forwarding to the provider: where to, with which key, and the response relayed unchanged."""
+"""Forwarding to the provider: where to, with which key, and the response relayed unchanged
+(up to gateway.max_response_mb)."""
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,8 +14,10 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from stillroom.config import Config
+from stillroom.service.gateway.limits import ResponseTooLarge
 from stillroom.service.gateway.replies import sse_error
 from stillroom.teachers import ANTHROPIC_VERSION, ENV_VARS
+from stillroom.urls import public_url
 
 Provider = Literal["openai", "anthropic"]
 VIA = "x-stillroom-via"
@@ -25,7 +28,10 @@ HOP = secrets.token_hex(6)
 DROPPED_REQUEST = frozenset(
     {"host", "content-length", "connection", "keep-alive", "transfer-encoding", "te", "trailer"}
     | {"upgrade", "proxy-authorization", "proxy-connection", "x-stillroom-token", "origin"}
+    | {"sec-fetch-site", "sec-fetch-mode", "sec-fetch-dest", "sec-fetch-user", "cookie"}
 )
+# Where a client's own key rides: passed on only when stillroom holds no key for the target.
+CREDENTIALS = ("authorization", "x-api-key", "api-key")
 DROPPED_RESPONSE = frozenset(
     {"content-length", "content-encoding", "transfer-encoding", "connection", "keep-alive"}
     | {"date", "server", "trailer", "upgrade"}
@@ -41,8 +47,13 @@ class Target:
     api_key: str | None
     timeout: float
 
+    @property
+    def shown(self) -> str:
+        """The base URL as messages show it: no user:password@, no query string."""
+        return public_url(self.base_url)
+
     def url(self, path: str, query: str = "") -> str:
-        """The provider's URL for a gateway path such as /v1/chat/completions."""
+        """The provider's URL for a checked gateway path such as /v1/chat/completions."""
         base = self.base_url.rstrip("/")
         if self.provider == "openai":
             path = path.removeprefix("/v1")
@@ -68,25 +79,22 @@ def targets(config: Config, env: Mapping[str, str] | None = None) -> dict[Provid
 def upstream_headers(
     request: Request, target: Target, *, token: str, client_auth: bool
 ) -> dict[str, str]:
-    """The client's headers for the provider: the configured key replaces the client's own;
-    the local token never leaves the machine."""
-    headers = {k: v for k, v in request.headers.items() if k.lower() not in DROPPED_REQUEST}
-    client_key = headers.pop("authorization", None)
-    if client_key is not None and client_key.removeprefix("Bearer ").strip() == token:
-        client_key = None
+    """The client's headers for the provider: a stored key replaces the client's own (passed
+    on otherwise, with client_auth); the local token never leaves the machine, in any header."""
+    headers = {
+        k: v
+        for k, v in request.headers.items()
+        if k.lower() not in DROPPED_REQUEST and not (token and token in v)
+    }
+    own = {name: headers.pop(name) for name in CREDENTIALS if name in headers}
     if target.provider == "anthropic":
         headers.setdefault("anthropic-version", ANTHROPIC_VERSION)
-        if target.api_key:
-            headers["x-api-key"] = target.api_key
-        elif not client_auth:
-            headers.pop("x-api-key", None)
-        elif client_key and "x-api-key" not in headers:
-            headers["authorization"] = client_key
-        return headers
-    if target.api_key:
+    if target.api_key and target.provider == "anthropic":
+        headers["x-api-key"] = target.api_key
+    elif target.api_key:
         headers["authorization"] = f"Bearer {target.api_key}"
-    elif client_auth and client_key:
-        headers["authorization"] = client_key
+    elif client_auth:
+        headers.update(own)
     return headers
 
 
@@ -104,24 +112,35 @@ async def open_upstream(
     client: httpx.AsyncClient,
     target: Target,
     request: Request,
-    content: bytes,
+    content: bytes | AsyncIterable[bytes],
     *,
+    path: str,
+    query: str,
     token: str,
     client_auth: bool,
 ) -> httpx.Response | Unreachable:
-    """Send the request on; the response is open for streaming (the caller closes it)."""
+    """Send the request to `path` and `query` (the checked route's, never the client's raw
+    ones) with `content`, whole or streamed on as it arrives; the response is open for
+    streaming (the caller closes it)."""
     hops = request.headers.get(VIA, "")
     if HOP in hops.split(","):
         return looped(target)
     headers = upstream_headers(request, target, token=token, client_auth=client_auth)
     headers[VIA] = f"{hops},{HOP}" if hops else HOP
-    outgoing = client.build_request(
-        request.method,
-        target.url(request.url.path, request.url.query),
-        headers=headers,
-        content=content,
-        timeout=httpx.Timeout(target.timeout, connect=min(10.0, target.timeout)),
-    )
+    length = request.headers.get("content-length")
+    if not isinstance(content, bytes) and length is not None:
+        headers["content-length"] = length  # else httpx streams it chunked
+    try:
+        outgoing = client.build_request(
+            request.method,
+            target.url(path, query),
+            headers=headers,
+            content=content,
+            timeout=httpx.Timeout(target.timeout, connect=min(10.0, target.timeout)),
+        )
+    except httpx.InvalidURL:
+        message = f"the {target.provider} provider URL {target.shown} is not a valid URL"
+        return Unreachable(502, message, "upstream_unreachable")
     try:
         return await client.send(outgoing, stream=True)
     except httpx.TransportError as exc:
@@ -132,7 +151,7 @@ def looped(target: Target) -> Unreachable:
     url_var = ENV_VARS[target.provider][0]
     return Unreachable(
         508,
-        f"the {target.provider} provider URL {target.base_url} leads back to this gateway;"
+        f"the {target.provider} provider URL {target.shown} leads back to this gateway;"
         f" set {url_var} or gateway.{target.provider}.base_url to the real provider",
         "forwarding_loop",
     )
@@ -142,32 +161,55 @@ def unreachable(exc: httpx.TransportError, target: Target) -> Unreachable:
     if isinstance(exc, httpx.TimeoutException):
         return Unreachable(
             504,
-            f"the {target.provider} provider at {target.base_url} did not answer"
+            f"the {target.provider} provider at {target.shown} did not answer"
             f" within {target.timeout:g} s",
             "upstream_timeout",
         )
-    reason = str(exc) or type(exc).__name__
     return Unreachable(
         502,
-        f"cannot reach the {target.provider} provider at {target.base_url}: {reason}",
+        f"cannot reach the {target.provider} provider at {target.shown}: {reason(exc, target)}",
         "upstream_unreachable",
     )
+
+
+def reason(exc: Exception, target: Target) -> str:
+    """The exception's words, with the provider's URL shown safely and its key left out."""
+    text = (str(exc) or type(exc).__name__).replace(target.base_url, target.shown)
+    if target.api_key:
+        text = text.replace(target.api_key, "[key]")
+    return text[:300]
 
 
 def response_headers(upstream: httpx.Response) -> dict[str, str]:
     return {k: v for k, v in upstream.headers.items() if k.lower() not in DROPPED_RESPONSE}
 
 
+def too_large(target: Target, max_bytes: int) -> Unreachable:
+    return Unreachable(
+        502,
+        f"the {target.provider} provider's response is over the gateway's limit of"
+        f" {max_bytes} bytes (gateway.max_response_mb)",
+        "response_too_large",
+    )
+
+
 async def read_whole(
-    upstream: httpx.Response, target: Target
+    upstream: httpx.Response, target: Target, max_bytes: int
 ) -> tuple[Response, bytes] | Unreachable:
-    """The provider's whole response, status and body unchanged."""
+    """The provider's whole response, status and body unchanged, up to `max_bytes`."""
+    chunks: list[bytes] = []
+    size = 0
     try:
-        body = await upstream.aread()
+        async for chunk in upstream.aiter_bytes():
+            size += len(chunk)
+            if size > max_bytes:
+                return too_large(target, max_bytes)
+            chunks.append(chunk)
     except httpx.TransportError as exc:
         return unreachable(exc, target)
     finally:
         await upstream.aclose()
+    body = b"".join(chunks)
     return Response(body, upstream.status_code, headers=response_headers(upstream)), body
 
 
@@ -177,23 +219,43 @@ OnDone = Callable[[bytes, Unreachable | None], None]
 
 
 def relay(
-    upstream: httpx.Response, target: Target, on_done: OnDone | None = None
+    upstream: httpx.Response, target: Target, max_bytes: int, on_done: OnDone | None = None
 ) -> StreamingResponse:
-    """The response streamed on chunk by chunk as the provider sends it; `on_done` gets the
-    whole body (and the failure, if the provider stopped midway) when the stream ends."""
+    """The response streamed on as the provider sends it (an SSE stream event by event),
+    cut off past `max_bytes`: an SSE stream ends with an error event, any other breaks off
+    unfinished. `on_done` gets the whole body (and the failure, if it stopped midway)."""
+    sse = _is_sse(upstream)
 
     async def chunks() -> AsyncIterator[bytes]:
         seen: list[bytes] = []
         failure: Unreachable | None = CLIENT_GONE
+        size = 0
+        # Whole events only go out, so that an error event can always follow cleanly.
+        pending = bytearray()
         try:
             async for chunk in upstream.aiter_bytes():
+                size += len(chunk)
+                if size > max_bytes:
+                    failure = too_large(target, max_bytes)
+                    if not sse:
+                        raise ResponseTooLarge(max_bytes)
+                    yield sse_error(failure.message, failure.code)
+                    return
                 if on_done is not None:
                     seen.append(chunk)
-                yield chunk
+                if not sse:
+                    yield chunk
+                    continue
+                pending += chunk
+                if cut := _events_end(pending):
+                    yield bytes(pending[:cut])
+                    del pending[:cut]
+            if pending:
+                yield bytes(pending)
             failure = None
         except httpx.TransportError as exc:
             failure = unreachable(exc, target)
-            if _is_sse(upstream):
+            if sse:
                 yield sse_error(failure.message, failure.code)
         finally:
             if on_done is not None:
@@ -201,6 +263,14 @@ def relay(
             await upstream.aclose()
 
     return StreamingResponse(chunks(), upstream.status_code, headers=response_headers(upstream))
+
+
+EVENT_ENDS = (b"\n\n", b"\r\n\r\n", b"\r\r")  # the blank line after an SSE event
+
+
+def _events_end(data: bytearray) -> int:
+    """Where the last whole SSE event in `data` ends (0: none is whole yet)."""
+    return max((data.rfind(end) + len(end) for end in EVENT_ENDS if end in data), default=0)
 
 
 def _is_sse(upstream: httpx.Response) -> bool:

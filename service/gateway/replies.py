@@ -18,8 +18,13 @@ ERROR_TYPES = {
     401: "authentication_error",
     403: "permission_error",
     404: "not_found_error",
+    405: "invalid_request_error",
+    408: "timeout_error",
+    413: "request_too_large",
+    415: "invalid_request_error",
     421: "permission_error",
     502: "api_error",
+    503: "overloaded_error",
     504: "timeout_error",
 }
 
@@ -36,13 +41,24 @@ def error_response(
     return JSONResponse(error_body(status, message, code), status, headers=dict(headers or {}))
 
 
-def anthropic_error(status: int, message: str) -> Response:
+def anthropic_error(
+    status: int, message: str, headers: Mapping[str, str] | None = None
+) -> Response:
     """Anthropic's error shape: {"type": "error", "error": {"type", "message"}}."""
     body = {
         "type": "error",
         "error": {"type": ERROR_TYPES.get(status, "api_error"), "message": message},
     }
-    return JSONResponse(body, status)
+    return JSONResponse(body, status, headers=dict(headers or {}))
+
+
+def provider_error(
+    anthropic: bool, status: int, message: str, code: str, headers: Mapping[str, str]
+) -> Response:
+    """The gateway's own refusal in the shape the client's SDK reads: Anthropic's or OpenAI's."""
+    if anthropic:
+        return anthropic_error(status, message, headers)
+    return error_response(status, message, code, headers)
 
 
 def sse_error(message: str, code: str) -> bytes:

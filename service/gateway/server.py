@@ -1,5 +1,7 @@
 """Serving the gateway with uvicorn: in the foreground (`stillroom serve`) or on a thread of
-the daemon. The socket is bound first, so a taken port is an OSError before anything runs."""
+the daemon. The socket is bound first, so a taken port is an OSError before anything runs.
+Each connection has a deadline for a request's head, so a client that trickles it in (or
+sends nothing) cannot hold a connection open."""
 
 from __future__ import annotations
 
@@ -8,12 +10,22 @@ import gc
 import socket
 import threading
 import time
+from typing import Any, cast
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from stillroom.service.gateway.limits import DEADLINE
 
 GRACE_SECONDS = 5.0  # open streams get this long to finish at shutdown
 TICK_SECONDS = 1.0
+HEAD_SECONDS = 30.0
+MAX_HEAD_BYTES = 64 * 1024  # a request line and headers beyond this get 431
+HEAD_TOO_LARGE = (
+    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
+    b"content-length: 0\r\nconnection: close\r\n\r\n"
+)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -51,6 +63,69 @@ def base_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/v1"
 
 
+class HeadDeadline(HttpToolsProtocol):
+    """uvicorn's httptools protocol with a deadline for each request's head: from the
+    connection (or the previous response) until the headers are in, at most `seconds`, or
+    the connection is closed. uvicorn's keep-alive timer stops at the first byte, so one
+    byte a second would otherwise hold a connection for ever. The head's size is capped
+    too (httptools sets no limit), and the deadline goes on in the scope for the body."""
+
+    seconds = HEAD_SECONDS
+    _timer: asyncio.TimerHandle | None = None
+    _since = 0.0
+    _head_bytes = 0
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._await_head()
+
+    def _await_head(self) -> None:
+        self._since = self.loop.time()
+        self._head_bytes = 0
+        self._timer = self.loop.call_later(self.seconds, self._overdue)
+
+    def _head_in(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _overdue(self) -> None:
+        self._timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+    def data_received(self, data: bytes) -> None:
+        if self._timer is not None:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        too_large = self._timer is not None and self._head_bytes > MAX_HEAD_BYTES
+        if too_large and not self.transport.is_closing():
+            self._head_in()
+            self.transport.write(HEAD_TOO_LARGE)
+            self.transport.close()
+
+    def on_headers_complete(self) -> None:
+        since = self._since if self._timer is not None else self.loop.time()
+        self._head_in()
+        super().on_headers_complete()
+        cast(dict[str, Any], self.scope)[DEADLINE] = since + self.seconds
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        # Waiting for the next request (uvicorn armed its keep-alive timer): a new deadline.
+        if self.timeout_keep_alive_task is not None and self._timer is None:
+            self._await_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._head_in()
+        super().connection_lost(exc)
+
+
+def protocol(seconds: float) -> type[HeadDeadline]:
+    """The protocol class with a head deadline of `seconds`."""
+    return type("HeadDeadline", (HeadDeadline,), {"seconds": seconds})
+
+
 class QuietServer(uvicorn.Server):
     """uvicorn with a once-a-second housekeeping loop instead of ten times a second: the
     Date header has one-second resolution anyway, and every wakeup shows in an idle
@@ -67,9 +142,12 @@ class QuietServer(uvicorn.Server):
 
 
 def server(app: FastAPI) -> uvicorn.Server:
-    """A uvicorn server that leaves logging to stillroom and keeps no access log."""
+    """A uvicorn server that leaves logging to stillroom and keeps no access log; requests
+    have the gateway's request_timeout_seconds to arrive."""
+    seconds = float(getattr(app.state, "request_timeout", HEAD_SECONDS))
     config = uvicorn.Config(
         app,
+        http=protocol(seconds),
         log_config=None,
         access_log=False,
         lifespan="on",

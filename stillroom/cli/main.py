@@ -24,6 +24,7 @@ from stillroom.cli import (
     serve_cmd,
     service_cmd,
     tasks_cmd,
+    token_cmd,
 )
 from stillroom.cli.options import ConfigOption, DryRunOption, console, err_console, get_config
 from stillroom.config_files import ENV_CONFIG
@@ -53,6 +54,7 @@ app.add_typer(proposals_cmd.app, name="proposals")
 app.command()(savings_cmd.savings)
 app.command()(demo_cmd.demo)
 app.command()(serve_cmd.serve)
+app.command()(token_cmd.token)
 app.command()(export_cmd.export)
 app.add_typer(service_cmd.app, name="service")
 

@@ -49,7 +49,11 @@ def serve(config: ConfigOption = None, port: PortOption = None) -> None:
         )
         console.print(f"stillroom gateway on {base_url(host, port)}", markup=False)
         console.print(f"  set your client's base_url to {base_url(host, port)}", markup=False)
-        console.print(f"  local token (for /stillroom/ routes): {paths.token_file}", markup=False)
+        console.print(
+            f"  local token (`stillroom token`; the API key of /v1 calls while a provider key is"
+            f" stored): {paths.token_file}",
+            markup=False,
+        )
         freeze_heap()
         server(app).run(sockets=[sock])
 

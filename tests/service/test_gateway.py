@@ -8,8 +8,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,77 +17,14 @@ import httpx
 import openai
 import pytest
 from daemon_harness import wait_until
+from gateway_client import TOKEN, Served, config_for, serve
 from upstream import Upstream, user_text
 
-from stillroom.config import Config, GatewayConfig, Price, ServerConfig, UpstreamConfig
-from stillroom.events import Event, LLMCallPayload
+from stillroom.config import UpstreamConfig
+from stillroom.events import Event
 from stillroom.monitors.llm import assemble_anthropic_stream, assemble_chat_stream, response_text
-from stillroom.service.gateway import (
-    Answerer,
-    Decision,
-    GatewayThread,
-    LocalReply,
-    bind,
-    create_app,
-)
+from stillroom.service.gateway import Decision, LocalReply
 from stillroom.store import Store
-
-TOKEN = "test-token-" + "x" * 20
-PRICES = {"gpt-test": Price(input=1.0, output=2.0), "claude-3-5-haiku": Price(input=0.8, output=4)}
-
-
-@dataclass
-class Served:
-    url: str
-    port: int
-    up: Upstream
-    store: Store
-
-    def client(self, api_key: str = "sk-client", **kw: Any) -> openai.OpenAI:
-        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=api_key, max_retries=0, **kw)
-
-    def calls(self, count: int = 1) -> list[LLMCallPayload]:
-        """The recorded llm.call payloads, oldest first, once there are `count` of them."""
-        found: list[Event] = wait_until(
-            lambda: (e := self.store.events("llm.call")) and len(e) >= count and e,
-            timeout=10,
-            what=f"{count} llm.call events",
-        )
-        return [e.llm_call() for e in reversed(found)]
-
-
-def config_for(up: Upstream, **gateway: Any) -> Config:
-    settings: dict[str, Any] = {
-        "openai": UpstreamConfig(base_url=up.url),
-        "anthropic": UpstreamConfig(base_url=up.root),
-        "prices": PRICES,
-        **gateway,
-    }
-    return Config(gateway=GatewayConfig(**settings))
-
-
-@contextmanager
-def serve(
-    config: Config,
-    store: Store,
-    answerer: Answerer | None = None,
-    host: str = "127.0.0.1",
-    env: Callable[[int], dict[str, str]] = lambda port: {},
-    **kw: Any,
-) -> Iterator[tuple[str, int]]:
-    """The gateway app served by uvicorn on a free port, on a thread; `env(port)` stands in
-    for the environment."""
-    sock = bind("127.0.0.1", 0)
-    port = sock.getsockname()[1]
-    config = config.model_copy(update={"server": ServerConfig(host=host, port=port)})
-    kw.setdefault("sink", store.add_event)
-    app = create_app(config, token=TOKEN, answerer=answerer, store=store, env=env(port), **kw)
-    thread = GatewayThread(app, sock)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{port}", port
-    finally:
-        thread.stop()
 
 
 @pytest.fixture
@@ -316,7 +252,8 @@ def test_environment_overrides_the_configured_provider(up: Upstream, store: Stor
     config = config_for(up, openai=UpstreamConfig(base_url="http://127.0.0.1:9/v1"))
     env = {"STILLROOM_UPSTREAM_BASE_URL": up.url, "STILLROOM_UPSTREAM_API_KEY": "sk-env"}
     with serve(config, store, env=lambda port: env) as (url, port):
-        client = Served(url, port, up, store).client()
+        # stillroom holds a key now: the client shows the local token, not a key of its own
+        client = Served(url, port, up, store).client(api_key=TOKEN)
         assert client.chat.completions.create(model="gpt-test", messages=TICKET).choices
     assert up.chat_calls()[0].headers["authorization"] == "Bearer sk-env"
 
@@ -355,7 +292,11 @@ def test_anthropic_messages_are_forwarded_and_recorded(gw: Served) -> None:
     assert (call.prompt_tokens, call.completion_tokens) == (10, 1)
     assert call.cost_usd == pytest.approx((10 * 0.8 + 1 * 4) / 1e6)
 
-    bad = httpx.post(f"{gw.url}/v1/messages", content=b"{", headers={"x-api-key": "k"})
+    bad = httpx.post(
+        f"{gw.url}/v1/messages",
+        content=b"{",
+        headers={"x-api-key": "k", "content-type": "application/json"},
+    )
     assert bad.status_code == 400
     assert bad.json()["type"] == "error" and "not valid JSON" in bad.json()["error"]["message"]
 

@@ -128,3 +128,34 @@ def test_a_taken_port_leaves_the_daemon_running_without_the_gateway(
         assert proc.poll() is None
         assert harness.stop(proc) == 0
     assert json.loads(harness.config.read_text())["server"] == {"port": port}
+
+
+def test_with_a_key_in_the_environment_clients_pass_the_printed_token(
+    harness: DaemonHarness, up: Upstream
+) -> None:
+    port = free_port()
+    harness.write_config(gateway={"openai": {"base_url": up.url}})
+    env = harness.env(STILLROOM_UPSTREAM_API_KEY="sk-from-env")
+    command = ["serve", "--port", str(port), "--config", str(harness.config)]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "stillroom", *command],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_until(lambda: healthy(port) or proc.poll() is not None, what="stillroom serve")
+        with pytest.raises(openai.AuthenticationError) as refused:
+            ask(port)
+        assert "stillroom token" in refused.value.response.json()["error"]["message"]
+        assert up.received == []
+        token = harness.cli("token").stdout.strip()
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=token, max_retries=0)
+        reply = client.chat.completions.create(model="gpt-test", messages=MESSAGES)
+        assert reply.choices[0].message.content == "technical"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=20)
+    (received,) = up.received
+    assert received.headers["authorization"] == "Bearer sk-from-env"
+    assert token not in json.dumps(received.headers)
