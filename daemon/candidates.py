@@ -137,7 +137,8 @@ def existing_examples(roots: list[Path]) -> list[tuple[str, str, str, int | None
         for path in sorted(root.rglob("*")):
             if len(found) >= MAX_EXISTING:
                 return found
-            if path.name.startswith(".") or not path.is_file():
+            # A link is filed nowhere: its target may lie outside every root.
+            if path.name.startswith(".") or path.is_symlink() or not path.is_file():
                 continue
             features = file_features(path)
             if features is not None:

@@ -254,7 +254,7 @@ class FilesystemMonitor(Monitor):
         origin = self._followed.pop(src, None)
         if origin is not None and dest_root.destination:
             # Filed again inside the destinations: the user correcting where it went.
-            features = file_features(dest, self.config.filesystem.snippet_chars)
+            features = file_features(dest, self.config.filesystem.snippet_chars, dest_root.path)
             if features is not None:
                 self._report(Report("file.moved", dest, origin, features, src))
             return
@@ -272,7 +272,7 @@ class FilesystemMonitor(Monitor):
         else:
             self._on_created(dest, now)  # a finished download, or a file from a destination
             return
-        features = file_features(dest, self.config.filesystem.snippet_chars)
+        features = file_features(dest, self.config.filesystem.snippet_chars, dest_root.path)
         if features is None:  # already gone from there too: it left
             if entry is not None:
                 departure = Departure.from_entry(entry, now + self._window)
@@ -293,8 +293,10 @@ class FilesystemMonitor(Monitor):
 
     def _on_settled(self, record: Settling, now: float) -> None:
         root = self._roots.locate(record.path)
-        features = file_features(record.path, self.config.filesystem.snippet_chars)
-        if root is None or features is None:
+        if root is None:
+            return
+        features = file_features(record.path, self.config.filesystem.snippet_chars, root.path)
+        if features is None:
             return
         if record.kind == "modified":
             if not root.destination:
@@ -321,6 +323,11 @@ class FilesystemMonitor(Monitor):
             dest_root = self._roots.locate(report.path)
             if dest_root is not None and dest_root.destination:
                 self._follow(report.path, report.root)
+        if report.features.symlink and report.kind != "file.deleted":
+            logger.info(
+                "%s is a symbolic link: recorded without its content; no automation acts on it",
+                report.path,
+            )
         payload = FilePayload(
             path=str(report.path),
             root=str(report.root),
@@ -351,7 +358,7 @@ class FilesystemMonitor(Monitor):
     def _may_pair(self, path: Path) -> bool:
         """Whether a new file in a destination could be one leaving an opt-in folder."""
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except OSError:
             return False
         key = (path.name, st.st_dev, st.st_ino)
@@ -377,6 +384,6 @@ class FilesystemMonitor(Monitor):
 
 def _inode(path: Path) -> int | None:
     try:
-        return os.stat(path).st_ino
+        return os.lstat(path).st_ino
     except OSError:
         return None

@@ -111,6 +111,7 @@ class Observer(BaseObserver):
                         str(root.path),
                         recursive=root.recursive,
                         event_filter=WATCHED_EVENTS,
+                        follow_symlink=False,  # never descend into a linked folder
                     )
                 except OSError as exc:
                     logger.warning(watch_error(root.path, exc))

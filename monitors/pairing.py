@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -29,12 +30,17 @@ class Entry:
     device: int
     quick_hash: str | None = None
     scanned: bool = False  # known from the initial scan only, never reported
+    symlink: bool = False
 
     @classmethod
     def from_stat(
         cls, path: Path, root: Path, st: os.stat_result, quick_hash: str | None = None
     ) -> Entry:
-        return cls(path, root, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, quick_hash)
+        """From an lstat: a symbolic link is indexed as itself."""
+        link = stat.S_ISLNK(st.st_mode)
+        return cls(
+            path, root, st.st_size, st.st_mtime_ns, st.st_ino, st.st_dev, quick_hash, symlink=link
+        )
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,7 @@ class Departure:
     mtime_ns: int
     reported: bool
     deadline: float
+    symlink: bool = False
 
     @property
     def name(self) -> str:
@@ -57,7 +64,9 @@ class Departure:
 
     def features(self) -> FileFeatures:
         """What is known of it without the file: the type is guessed by name."""
-        return basic_features(self.name, self.size, self.inode, self.device, self.quick_hash)
+        return basic_features(
+            self.name, self.size, self.inode, self.device, self.quick_hash, self.symlink
+        )
 
     @classmethod
     def from_entry(cls, entry: Entry, deadline: float) -> Departure:
@@ -71,6 +80,7 @@ class Departure:
             entry.mtime_ns,
             reported=True,
             deadline=deadline,
+            symlink=entry.symlink,
         )
 
     @classmethod
@@ -85,6 +95,7 @@ class Departure:
             record.mtime_ns,
             reported=False,
             deadline=deadline,
+            symlink=record.symlink,
         )
 
 
@@ -275,7 +286,7 @@ class Pairer:
         can still be matched once its source is gone."""
         for entry in self.index.find(name, (None, None)):
             if entry.quick_hash is None:
-                entry.quick_hash = quick_hash(entry.path)
+                entry.quick_hash = quick_hash(entry.path, entry.root)
 
     def scan(self, roots: Roots) -> None:
         """Index every file of the opt-in folders (stat only)."""
@@ -312,9 +323,9 @@ class Pairer:
         return new, changed, [entry.path for entry in self.index if entry.path not in seen]
 
     def remember(self, path: Path, root: Path, digest: str | None) -> None:
-        """Index a file of an opt-in folder as it is now."""
+        """Index a file of an opt-in folder as it is now (a link as itself)."""
         try:
-            self.index.add(Entry.from_stat(path, root, os.stat(path), digest))
+            self.index.add(Entry.from_stat(path, root, os.lstat(path), digest))
         except OSError:
             self.index.pop(path)
 

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import stat
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
 from stillroom.config import Config
+from stillroom.monitors.features import FOLDER_FLAGS
 
 Kind = Literal["created", "modified"]
 OWN_PREFIX = ".stillroom-"
@@ -35,15 +37,17 @@ class Settling:
     mtime_ns: int = -1
     inode: int | None = None
     device: int | None = None
+    symlink: bool = False
     missing_since: float | None = field(default=None, compare=False)
 
     def observe(self, st: os.stat_result, now: float) -> None:
-        """Take a fresh stat; any change restarts the settle clock."""
+        """Take a fresh lstat (a link is watched as itself); any change restarts the clock."""
         self.missing_since = None
         if (st.st_size, st.st_mtime_ns) != (self.size, self.mtime_ns):
             self.size, self.mtime_ns = st.st_size, st.st_mtime_ns
             self.changed_at = now
         self.inode, self.device = st.st_ino, st.st_dev
+        self.symlink = stat.S_ISLNK(st.st_mode)
 
 
 class Settler:
@@ -73,7 +77,7 @@ class Settler:
         if self.touch(path, now):
             return self._pending[path]
         try:
-            st = os.stat(path)
+            st = os.lstat(path)
         except OSError:
             return None
         record = Settling(path, kind, path, origin_root, from_opt_in, changed_at=now)
@@ -103,7 +107,7 @@ class Settler:
         settled: list[Settling] = []
         for path, record in list(self._pending.items()):
             try:
-                st = os.stat(path)
+                st = os.lstat(path)
             except OSError:
                 # Its delete event is on the way; forget it only if that never comes.
                 record.missing_since = record.missing_since or now
@@ -151,14 +155,16 @@ class Root:
 
 
 def configured_roots(config: Config) -> list[Root]:
-    """Opt-in folders, then destinations; a destination that is also opt-in stays opt-in."""
+    """Opt-in folders, then destinations; a destination that is also opt-in stays opt-in.
+    The paths are the config's, resolved once when it loaded (a root that is a link, such as
+    ~/Downloads -> /data/Downloads, is its real folder here, in every event and comparison)."""
     roots: dict[Path, Root] = {}
     for folder in config.folders:
-        path = Path(os.path.abspath(folder.path))
-        roots.setdefault(path, Root(path, folder.recursive, False, tuple(folder.ignore)))
+        roots.setdefault(
+            folder.path, Root(folder.path, folder.recursive, False, tuple(folder.ignore))
+        )
     for destination in config.destinations:
-        path = Path(os.path.abspath(destination))
-        roots.setdefault(path, Root(path, True, True))
+        roots.setdefault(destination, Root(destination, True, True))
     return list(roots.values())
 
 
@@ -183,24 +189,44 @@ class Roots:
         return None
 
     def walk(self, root: Root) -> Iterator[tuple[Path, os.stat_result]]:
-        """Every regular file that counts in this root (not in a deeper one), with its stat."""
-        folders = [root.path]
-        while folders:
+        """Every regular file and symbolic link that counts in this root (not in a deeper one),
+        with its lstat. No link is followed: a linked folder is listed, never descended into,
+        and each folder is opened from its parent's descriptor, so one swapped for a link is
+        refused."""
+        try:
+            fd = os.open(root.path, FOLDER_FLAGS)
+        except OSError:
+            return
+        try:
+            yield from self._walk(root, root.path, fd)
+        finally:
+            os.close(fd)
+
+    def _walk(self, root: Root, folder: Path, fd: int) -> Iterator[tuple[Path, os.stat_result]]:
+        try:
+            with os.scandir(fd) as scan:
+                items = list(scan)
+        except OSError:
+            return
+        for item in items:  # the entries' stat calls use `fd`: it stays open meanwhile
+            path = folder / item.name
             try:
-                with os.scandir(folders.pop()) as scan:
-                    items = list(scan)
-            except OSError:
-                continue
-            for item in items:
-                path = Path(item.path)
-                try:
-                    if item.is_dir(follow_symlinks=False):
-                        if root.recursive:
-                            folders.append(path)
-                        continue
-                    if not item.is_file(follow_symlinks=False) or self.locate(path) is not root:
+                is_folder = item.is_dir(follow_symlinks=False)
+                if is_folder and not root.recursive:
+                    continue
+                if is_folder:
+                    sub = os.open(item.name, FOLDER_FLAGS, dir_fd=fd)
+                else:
+                    counts = item.is_file(follow_symlinks=False) or item.is_symlink()
+                    if not counts or self.locate(path) is not root:
                         continue
                     st = item.stat(follow_symlinks=False)
-                except OSError:
-                    continue
+            except OSError:
+                continue
+            if not is_folder:
                 yield path, st
+                continue
+            try:
+                yield from self._walk(root, path, sub)
+            finally:
+                os.close(sub)

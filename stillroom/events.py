@@ -26,6 +26,11 @@ class FileFeatures(Payload):
     inode: int | None = None
     device: int | None = None
     quick_hash: str | None = Field(None, description="sha256 of size + first and last 64 KiB.")
+    symlink: bool = Field(
+        False,
+        description="A symbolic link, recorded as itself: nothing of its target was read, and"
+        " no automation acts on it.",
+    )
 
 
 class FilePayload(Payload):

@@ -2,12 +2,26 @@
 
 from __future__ import annotations
 
+import builtins
+import errno
 import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-from stillroom.monitors.features import CHUNK, PDF_MAX_BYTES, file_features, quick_hash
+import pytest
+
+from stillroom.monitors.features import (
+    CHUNK,
+    PDF_MAX_BYTES,
+    file_features,
+    open_regular,
+    quick_hash,
+)
+
+SECRET = "the launch code is 0000-SWORDFISH"
+OPENAI_KEY = "sk-" + "A1b2C3d4E5" * 4  # 40 characters after sk-
 
 
 def expected_hash(data: bytes) -> str:
@@ -117,3 +131,165 @@ def test_no_snippet_when_zero_chars(tmp_path: Path) -> None:
     path.write_text("hello")
     features = file_features(path, snippet_chars=0)
     assert features is not None and features.snippet is None and features.size == 5
+
+
+def test_a_symlink_is_described_as_itself_never_followed(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    folder = tmp_path / "private"
+    folder.mkdir()
+    links = {
+        "notes.txt": secret,  # to a file
+        "Photos": folder,  # to a folder
+        "gone.pdf": tmp_path / "never-was.pdf",  # dangling
+    }
+    for name, target in links.items():
+        (tmp_path / name).symlink_to(target)
+    for name in links:
+        link = tmp_path / name
+        features = file_features(link)
+        st = os.lstat(link)
+        assert features is not None, name
+        assert features.symlink and features.name == name
+        assert features.extension == os.path.splitext(name)[1].lstrip(".").lower()
+        assert (features.snippet, features.quick_hash) == (None, None)
+        assert features.mime == "inode/symlink"  # nothing sniffed from the target
+        assert (features.size, features.inode, features.device) == (
+            st.st_size,
+            st.st_ino,
+            st.st_dev,
+        )
+        assert quick_hash(link) is None
+    regular = file_features(secret)
+    assert regular is not None and not regular.symlink
+
+
+def test_open_refuses_a_path_swapped_after_lstat(tmp_path: Path) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    path = tmp_path / "notes.txt"
+    path.write_text("harmless")
+    seen = os.lstat(path)
+    os.link(path, tmp_path / "kept")  # its inode number stays taken: no reuse by chance
+    # Swapped for a link between the lstat and the open: O_NOFOLLOW refuses it.
+    path.unlink()
+    path.symlink_to(secret)
+    with pytest.raises(OSError) as refused:
+        open_regular(path, seen)
+    assert refused.value.errno == errno.ELOOP
+    # Swapped for another regular file: fstat's (device, inode) differs from the lstat's.
+    other = tmp_path / "other.txt"
+    other.write_text(SECRET)
+    other.replace(path)
+    with pytest.raises(OSError) as refused:
+        open_regular(path, seen)
+    assert refused.value.errno == errno.ESTALE
+    with open_regular(path, os.lstat(path)) as fh:  # the file lstat saw opens
+        assert fh.read() == SECRET.encode()
+
+
+@pytest.mark.parametrize("within_root", [False, True])
+@pytest.mark.parametrize("replacement", ["link", "file"])
+def test_features_of_a_file_swapped_during_the_read_are_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, replacement: str, within_root: bool
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text(SECRET)
+    downloads = tmp_path / "Downloads"
+    downloads.mkdir()
+    path = downloads / "notes.txt"
+    path.write_text("harmless")
+    os.link(path, tmp_path / "kept")  # its inode number stays taken: no reuse by chance
+    other = tmp_path / "other.txt"
+    other.write_text(SECRET)
+    swapped: list[str] = []
+
+    def then_swap(check: Callable[..., os.stat_result]) -> Callable[..., os.stat_result]:
+        def checked(target: Any, *args: Any, **kwargs: Any) -> os.stat_result:
+            """The real check, then the attacker's move: the path now names something else."""
+            st = check(target, *args, **kwargs)
+            if os.fsdecode(target).endswith("notes.txt") and not swapped:
+                swapped.append(check.__name__)
+                if replacement == "link":
+                    path.unlink()
+                    path.symlink_to(secret)
+                else:
+                    other.replace(path)
+            return st
+
+        return checked
+
+    with monkeypatch.context() as patch:
+        # Whichever check comes first (lstat, or a stat that follows links) is raced.
+        patch.setattr(os, "lstat", then_swap(os.lstat))
+        patch.setattr(os, "stat", then_swap(os.stat))
+        features = file_features(path, root=downloads if within_root else None)
+    assert swapped, "the race never ran"
+    assert features is None
+    assert path.is_symlink() == (replacement == "link")  # the swap did happen
+
+
+def test_a_linked_folder_on_the_way_below_the_root_is_not_followed(tmp_path: Path) -> None:
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "secret.txt").write_text(SECRET)
+    downloads = tmp_path / "Downloads"
+    downloads.mkdir()
+    (downloads / "sub").symlink_to(private)
+    path = downloads / "sub" / "secret.txt"
+    assert file_features(path, root=downloads) is None
+    assert quick_hash(path, root=downloads) is None
+    (downloads / "real").mkdir()
+    (downloads / "real" / "ok.txt").write_text("fine")
+    features = file_features(downloads / "real" / "ok.txt", root=downloads)
+    assert features is not None and features.snippet == "fine"
+    assert quick_hash(downloads / "real" / "ok.txt", root=downloads) == features.quick_hash
+
+
+def test_pdf_text_comes_from_the_checked_descriptor(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pdf_bytes: Callable[[str], bytes]
+) -> None:
+    path = tmp_path / "invoice.pdf"
+    path.write_bytes(pdf_bytes("Invoice 42 from ACME"))
+    opened: list[tuple[str, int | str]] = []
+    real_open, real_builtin_open = os.open, builtins.open
+
+    def os_open(target: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        opened.append((os.fsdecode(target), flags))
+        return real_open(target, flags, *args, **kwargs)
+
+    def builtin_open(target: Any, *args: Any, **kwargs: Any) -> Any:
+        opened.append((str(target), "open()"))
+        return real_builtin_open(target, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(os, "open", os_open)
+        patch.setattr(builtins, "open", builtin_open)
+        features = file_features(path)
+    assert features is not None and features.snippet == "Invoice 42 from ACME"
+    of_pdf = [how for target, how in opened if target.endswith("invoice.pdf")]
+    assert len(of_pdf) == 1 and isinstance(of_pdf[0], int) and of_pdf[0] & os.O_NOFOLLOW
+
+
+def test_text_snippets_are_redacted(tmp_path: Path) -> None:
+    path = tmp_path / "deploy-notes.txt"
+    path.write_text(f"export OPENAI_API_KEY={OPENAI_KEY}\nlogin with password=hunter2xyz\n")
+    features = file_features(path)
+    assert features is not None and features.snippet is not None
+    assert OPENAI_KEY not in features.snippet and "hunter2xyz" not in features.snippet
+    assert "[REDACTED:" in features.snippet and "login with password=" in features.snippet
+    # A key cut by the snippet's end is still recognised whole: no piece of it is kept.
+    cut = tmp_path / "cut.txt"
+    cut.write_text("a" * 390 + " " + OPENAI_KEY)
+    features = file_features(cut, snippet_chars=400)
+    assert features is not None and features.snippet is not None
+    assert len(features.snippet) == 400 and OPENAI_KEY[3:9] not in features.snippet
+
+
+def test_pdf_snippets_are_redacted(tmp_path: Path, pdf_bytes: Callable[[str], bytes]) -> None:
+    path = tmp_path / "handover.pdf"
+    path.write_bytes(pdf_bytes(f"key {OPENAI_KEY} password=hunter2xyz"))
+    features = file_features(path)
+    assert features is not None and features.snippet is not None
+    assert OPENAI_KEY not in features.snippet and "hunter2xyz" not in features.snippet
+    assert features.snippet.startswith("key [REDACTED:openai-key]")

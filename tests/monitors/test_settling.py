@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from pathlib import Path
 
 from stillroom.config import Config, FolderConfig
@@ -116,3 +118,58 @@ def test_configured_roots_keep_an_opt_in_folder_opt_in(tmp_path: Path) -> None:
         ("Documents", True, True),
     ]
     assert roots[0].ignore == ("*.iso",)
+
+
+def test_walk_lists_links_as_themselves_and_never_descends_into_one(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    (outside / "deeper").mkdir(parents=True)
+    (outside / "secret.txt").write_text("not yours")
+    (outside / "deeper" / "more.txt").write_text("not yours either")
+    root_path = tmp_path / "Downloads"
+    (root_path / "sub").mkdir(parents=True)
+    (root_path / "a.txt").write_text("a")
+    (root_path / "sub" / "c.txt").write_text("c")
+    (root_path / "to-file.txt").symlink_to(outside / "secret.txt")
+    (root_path / "linked").symlink_to(outside)
+    (root_path / "sub" / "dangling.pdf").symlink_to(tmp_path / "never-was.pdf")
+    deep = Root(root_path, recursive=True, destination=False)
+    found = dict(Roots([deep], SUFFIXES).walk(deep))
+    assert {p.relative_to(root_path).as_posix() for p in found} == {
+        "a.txt",
+        "sub/c.txt",
+        "to-file.txt",
+        "linked",
+        "sub/dangling.pdf",
+    }
+    for name in ("to-file.txt", "linked", "sub/dangling.pdf"):
+        st = found[root_path / name]
+        assert stat.S_ISLNK(st.st_mode) and st.st_ino == os.lstat(root_path / name).st_ino
+
+
+def test_a_link_settles_as_itself(tmp_path: Path) -> None:
+    link = tmp_path / "gone.pdf"
+    link.symlink_to(tmp_path / "never-was.pdf")  # dangling: a stat that follows would fail
+    waiting = settler()
+    record = waiting.track(link, "created", 0.0, tmp_path, from_opt_in=True)
+    assert record is not None and record.symlink
+    assert record.inode == os.lstat(link).st_ino
+    [settled] = waiting.due(0.5)
+    assert settled.path == link
+
+
+def test_configured_roots_are_the_resolved_folders(tmp_path: Path) -> None:
+    real_downloads, real_documents = tmp_path / "data" / "Downloads", tmp_path / "data" / "Docs"
+    real_downloads.mkdir(parents=True)
+    real_documents.mkdir()
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "Downloads").symlink_to(real_downloads)
+    (home / "Documents").symlink_to(real_documents)
+    config = Config(
+        folders=[FolderConfig(path=home / "Downloads")], destinations=[home / "Documents"]
+    )
+    roots = configured_roots(config)
+    assert [(r.path, r.destination) for r in roots] == [
+        (real_downloads, False),
+        (real_documents, True),
+    ]
