@@ -125,7 +125,9 @@ class Daemon:
 
     def _refresh_deciders(self, store: Store, dispatcher: Dispatcher) -> None:
         """Shadow students first (silent), then the user's rules, then accepted tasks."""
-        shadows, actives = task_deciders(store, self.students, Path.home())
+        shadows, actives = task_deciders(
+            store, self.students, Path.home(), self.config.destinations
+        )
         learned = {d.name + (" (shadow)" if d in shadows else "") for d in shadows + actives}
         if learned != self._learned:
             log.info("learned tasks now: %s", ", ".join(sorted(learned)) or "none")

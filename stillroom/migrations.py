@@ -132,4 +132,18 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         );
         """,
     ),
+    (
+        3,
+        "claims: one process at a time acts on a file",
+        """
+        CREATE TABLE claims (
+            file TEXT PRIMARY KEY,
+            action_id INTEGER NOT NULL REFERENCES actions(id) ON DELETE CASCADE,
+            pid INTEGER NOT NULL,
+            started REAL NOT NULL,
+            at REAL NOT NULL
+        );
+        CREATE INDEX claims_action ON claims(action_id);
+        """,
+    ),
 ]

@@ -137,6 +137,16 @@ class Registry:
             )
         return self.task_by_id(task.id)
 
+    def count_in_spec(self, task: Task, key: str) -> None:
+        """One more of `key` in the task's spec (a counter on its card), in one statement so
+        a concurrent writer of the spec loses nothing."""
+        with self.store.transaction() as db:
+            db.execute(
+                "UPDATE tasks SET spec = json_set(spec, '$.' || ?,"
+                " COALESCE(json_extract(spec, '$.' || ?), 0) + 1) WHERE id = ?",
+                (key, key, task.id),
+            )
+
     # -- examples -------------------------------------------------------------------------
 
     def add_examples(self, task: Task, rows: Iterable[tuple[str, str, str, int | None]]) -> int:

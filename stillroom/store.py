@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stillroom.claims import ConflictError, claim_file, process_alive, process_started
 from stillroom.errors import StoreError
 from stillroom.events import Event
 from stillroom.migrations import MIGRATIONS
@@ -198,8 +200,10 @@ class Store:
         automation: str | None = None,
         event_id: int | None = None,
         confidence: float | None = None,
+        claim: Sequence[int] | None = None,
     ) -> ActionRecord:
-        """Write a planned action before any of its effects happen."""
+        """Write a planned action before any of its effects happen; with `claim` (device,
+        inode), claim that file for it in the same transaction (ConflictError if taken)."""
         now = time.time()
         with self.transaction() as db:
             cursor = db.execute(
@@ -208,6 +212,8 @@ class Store:
                 (now, now, kind, json.dumps(plan), automation, event_id, confidence),
             )
             action_id = int(cursor.lastrowid or 0)
+            if claim is not None:
+                claim_file(db, claim, action_id)
         record = self.action(action_id)
         assert record is not None
         return record
@@ -219,7 +225,12 @@ class Store:
         state: str | None = None,
         plan: dict[str, Any] | None = None,
         error: str | None = None,
+        expect: str | None = None,
+        claim: Sequence[int] | None = None,
     ) -> ActionRecord:
+        """Change an action; with `expect`, only while its state is still that one
+        (compare-and-set: ConflictError when another process changed it). With `claim`,
+        claim that file for it in the same transaction; a settled state releases its claims."""
         sets, args = ["updated = ?"], list[Any]([time.time()])
         if state is not None:
             sets, args = [*sets, "state = ?"], [*args, state]
@@ -227,8 +238,25 @@ class Store:
             sets, args = [*sets, "plan = ?"], [*args, json.dumps(plan)]
         if error is not None:
             sets, args = [*sets, "error = ?"], [*args, error]
+        where, keys = "id = ?", list[Any]([action_id])
+        if expect is not None:
+            where, keys = where + " AND state = ?", [action_id, expect]
         with self.transaction() as db:
-            db.execute(f"UPDATE actions SET {', '.join(sets)} WHERE id = ?", (*args, action_id))
+            changed = db.execute(
+                f"UPDATE actions SET {', '.join(sets)} WHERE {where}", (*args, *keys)
+            ).rowcount
+            if not changed and expect is not None:
+                row = db.execute("SELECT state FROM actions WHERE id = ?", (action_id,)).fetchone()
+                if row is not None:
+                    raise ConflictError(
+                        f"action #{action_id} is {row[0]} now, not {expect}:"
+                        " another process got there first",
+                        holder=action_id,
+                    )
+            if changed and claim is not None:
+                claim_file(db, claim, action_id)
+            if changed and state is not None and state not in UNFINISHED:
+                db.execute("DELETE FROM claims WHERE action_id = ?", (action_id,))
         record = self.action(action_id)
         if record is None:
             raise StoreError(f"no action {action_id}")
@@ -271,6 +299,35 @@ class Store:
             if dst and back:
                 moves |= {(dst, back), (None, back)}
         return moves
+
+    # -- claims: one action at a time on a file, across processes ---------------------------
+
+    def take_over_claims(self, action_id: int) -> bool:
+        """Make this process the holder of an unfinished action's claims, unless a live
+        process (this one included) holds them: it is still acting, so False."""
+        started = process_started(os.getpid()) or time.time()
+        with self.transaction() as db:
+            rows = db.execute(
+                "SELECT pid, started FROM claims WHERE action_id = ?", (action_id,)
+            ).fetchall()
+            if any(process_alive(row["pid"], row["started"]) for row in rows):
+                return False
+            db.execute(
+                "UPDATE claims SET pid = ?, started = ?, at = ? WHERE action_id = ?",
+                (os.getpid(), started, time.time(), action_id),
+            )
+        return True
+
+    def clear_stale_claims(self) -> int:
+        """Drop claims left by settled actions (a claim outlives its action only by a bug or
+        a hand-edited database); those of unfinished actions go when they are settled."""
+        unfinished = ", ".join("?" * len(UNFINISHED))
+        with self.transaction() as db:
+            return db.execute(
+                "DELETE FROM claims WHERE action_id NOT IN"
+                f" (SELECT id FROM actions WHERE state IN ({unfinished}))",
+                UNFINISHED,
+            ).rowcount
 
     def count_actions(self) -> dict[str, int]:
         rows = self.query("SELECT state, COUNT(*) FROM actions GROUP BY state ORDER BY state")

@@ -6,6 +6,7 @@ User-written rules are the first kind; learned tasks plug in through the same in
 from __future__ import annotations
 
 import fnmatch
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from stillroom.config import ActionConfig, Automation, Config, Match
 from stillroom.events import Event, FileFeatures
 
 DECIDED_KINDS = frozenset({"file.created", "file.moved", "file.modified"})
+log = logging.getLogger("stillroom.service")
 
 
 @dataclass(frozen=True)
@@ -45,7 +47,7 @@ class RuleDecider:
         if event.kind not in self.automation.match.events or event.kind not in DECIDED_KINDS:
             return None
         payload = event.file()
-        if payload.by_stillroom or payload.features is None:
+        if payload.by_stillroom or payload.features is None or payload.features.symlink:
             return None
         if not matches(self.automation.match, Path(payload.path), payload.features):
             return None
@@ -84,7 +86,18 @@ def deciders_from_config(config: Config) -> list[Decider]:
     return [REGISTRY["rule"](a) for a in config.automations if a.enabled]
 
 
+def is_symlink(event: Event) -> bool:
+    """A file event about a symbolic link: no automation acts on one."""
+    if event.source != "filesystem" or event.kind not in DECIDED_KINDS:
+        return False
+    features = event.file().features
+    return features is not None and features.symlink
+
+
 def decide(deciders: list[Decider], event: Event) -> Decision | None:
+    if is_symlink(event):
+        log.info("%s is a symbolic link: no automation acts on it", event.file().path)
+        return None
     for decider in deciders:
         decision = decider.decide(event)
         if decision is not None:

@@ -12,6 +12,7 @@ from rich.table import Table
 
 from stillroom.cli.options import ConfigOption, DryRunOption, console, get_config, open_store
 from stillroom.config import Config
+from stillroom.errors import ActionError
 from stillroom.events import Event, FilePayload
 from stillroom.service.hooks.deciders import decide, deciders_from_config
 from stillroom.service.hooks.executor import Executor
@@ -25,7 +26,10 @@ def apply(
     dry_run: DryRunOption = False,
     config: ConfigOption = None,
 ) -> None:
-    """Run the automations over files that are already there."""
+    """Run the automations over files that are already there.
+
+    A file the daemon (or another apply) is acting on at the same moment is skipped: every
+    action claims its file first, so two processes never act on one file."""
     from stillroom.monitors.features import file_features
 
     cfg, _ = get_config(config)
@@ -48,12 +52,20 @@ def apply(
             decision = decide(deciders, event)
             if decision is None:
                 continue
-            plan = executor.plan(decision.action, file, event)
+            try:
+                plan = executor.plan(decision.action, file, event)
+            except ActionError as exc:  # gone or changed meanwhile (the daemon moved it?)
+                console.print(f"skipped {file}: {exc}  [{decision.decider}]")
+                continue
             acted += 1
             if dry_run:
                 console.print(f"would {plan.describe()}  [{decision.decider}]")
                 continue
-            record = executor.run(plan, automation=decision.decider, confidence=1.0)
+            try:
+                record = executor.run(plan, automation=decision.decider, confidence=1.0)
+            except ActionError as exc:  # claimed by another process: it is acting on it
+                console.print(f"skipped {file}: {exc}  [{decision.decider}]")
+                continue
             state = "done" if record.state == "done" else f"{record.state}: {record.error}"
             console.print(f"#{record.id} {plan.describe()}  [{decision.decider}] {state}")
         if not acted:

@@ -65,6 +65,8 @@ def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any
     labels = m.get("labels", {})
     if labels:
         lines.append("labels: " + ", ".join(f"{k} ({v})" for k, v in labels.items()))
+    if task.spec.get("refused_targets"):
+        lines.append(f"refused targets: {task.spec['refused_targets']}")
     lines.append("versions: " + ", ".join(f"v{v.version} {v.status}" for v in all_))
     return "\n".join(lines)
 

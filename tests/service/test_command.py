@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from factories import action, file_event
 
-from stillroom.errors import ActionError, UndoError
+from stillroom.config import Config
+from stillroom.errors import ActionError, ConfigError, UndoError
 from stillroom.service.hooks.executor import Executor
 
 Snapshot = Callable[..., dict[str, bytes]]
@@ -73,3 +74,75 @@ def test_command_not_found_and_not_undoable(tree: Path, executor: Executor) -> N
         executor.undo(record.id)
     with pytest.raises(UndoError, match="no action to undo"):
         executor.undo()  # the only done action is a command
+
+
+DUMP_ENV = "import json, os, sys; open(sys.argv[1], 'w').write(json.dumps(dict(os.environ)))"
+
+
+def test_command_gets_a_minimal_environment_never_stillrooms_keys(
+    tree: Path, tmp_path: Path, executor: Executor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("STILLROOM_UPSTREAM_API_KEY", "sk-live-not-for-children")
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-not-either")
+    monkeypatch.setenv("LANG", "C.UTF-8")
+    src = tree / "inbox" / "notes.txt"
+    out = tmp_path / "env.json"
+    config = action(
+        kind="command",
+        argv=[sys.executable, "-c", DUMP_ENV, str(out), "{path}"],
+        env={"SORTER_MODE": "strict"},
+    )
+    record = executor.run(executor.plan(config, src))
+    assert record.state == "done", record.error
+    seen = json.loads(out.read_text())
+    assert "STILLROOM_UPSTREAM_API_KEY" not in seen and "ANTHROPIC_API_KEY" not in seen
+    assert not any("sk-" in value for value in seen.values())
+    assert seen["SORTER_MODE"] == "strict" and seen["LANG"] == "C.UTF-8"
+    assert seen["PATH"] and seen["HOME"]
+    assert set(seen) <= {"PATH", "HOME", "LANG", "SORTER_MODE", "LC_CTYPE"}
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["sh", "-c", "{path}"], "argv[2]: {path} is the code that -c of sh runs"),
+        (["/bin/bash", "-lc", "{path}"], "argv[2]: {path} is the code that -lc of bash runs"),
+        (["env", "python3", "-c", "{path}"], "argv[3]: {path} is the code that -c of python"),
+        (["sh", "-c", "unzip {path}"], "argv[2]: {path} must be a whole argument of its own"),
+        (["pwsh", "-Command", "Expand-Archive", "{path}"], "every argument is run as code"),
+        (["{path}", "--help"], "argv[0]: {path} may not be"),
+        (["osascript", "-e", "{path}"], "argv[2]: {path} is the code that -e of osascript"),
+    ],
+)
+def test_path_as_code_is_a_config_error_naming_the_automation(
+    tmp_path: Path, argv: list[str], message: str
+) -> None:
+    config = tmp_path / "c.yaml"
+    automation = {"name": "unpack-zips", "action": {"kind": "command", "argv": argv}}
+    config.write_text(
+        json.dumps(
+            {"automations": [{"name": "ok", "action": {"kind": "copy", "to": "/x"}}, automation]}
+        )
+    )
+    with pytest.raises(ConfigError) as caught:
+        Config.from_path(config)
+    text = str(caught.value)
+    assert text.startswith(f"{config}: automations[1].action: automation 'unpack-zips'")
+    assert message in text
+
+
+def test_path_after_the_code_is_fine() -> None:
+    config = Config.from_data(
+        {
+            "automations": [
+                {
+                    "name": "unpack",
+                    "action": {
+                        "kind": "command",
+                        "argv": ["sh", "-c", 'unzip "$1"', "sh", "{path}"],
+                    },
+                }
+            ]
+        }
+    )
+    assert config.automations[0].action.argv[-1] == "{path}"  # type: ignore[union-attr]

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from stillroom.config import Config
 from stillroom.events import Event, FileFeatures, FilePayload
@@ -80,3 +83,18 @@ def test_glob_and_mime_glob_and_event_kinds() -> None:
 
 def test_stillroom_own_events_never_trigger_rules() -> None:
     assert decide(DECIDERS, event("paper.pdf", ours=True)) is None
+
+
+def test_no_rule_acts_on_a_symlink_and_one_line_says_so(caplog: pytest.LogCaptureFixture) -> None:
+    link = event("Paper.PDF")
+    features = link.file().features
+    assert features is not None
+    payload = link.file().model_copy(
+        update={"features": features.model_copy(update={"symlink": True})}
+    )
+    link = link.model_copy(update={"payload": payload})
+    with caplog.at_level(logging.INFO, logger="stillroom.service"):
+        assert decide(DECIDERS, link) is None
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["/home/u/Downloads/Paper.PDF is a symbolic link: no automation acts on it"]
+    assert all(d.decide(link) is None for d in DECIDERS)

@@ -79,12 +79,14 @@ class Journal:
     ) -> None:
         self.store = store
         self.id = record.id
+        self.state = record.state
         self.plan: dict[str, Any] = dict(record.plan)
         self._on_effect = on_effect
 
     def update(self, **changes: Any) -> None:
+        """Journal changes of the plan, while the action is still in the state it ran in."""
         self.plan.update(changes)
-        self.store.update_action(self.id, plan=self.plan)
+        self.store.update_action(self.id, plan=self.plan, expect=self.state)
 
     def touch(self, *paths: str | Path) -> None:
         """Tell the daemon which paths we are about to create, rename or remove."""
@@ -117,6 +119,16 @@ class Action(ABC):
     def prepare(self, params: dict[str, Any]) -> dict[str, Any]:
         """The plan plus facts read just before journaling (inode, size, hash); no effects."""
         return dict(params)
+
+    def claimed(self, plan: dict[str, Any]) -> tuple[str, list[int]] | None:
+        """The file a prepared plan acts on, as (path, [device, inode]): the executor claims
+        it before the action runs, so no other process acts on it at the same time."""
+        src, ident = plan.get("src"), plan.get("src_id")
+        return (str(src), list(ident)) if src and ident else None
+
+    def undo_claimed(self, plan: dict[str, Any]) -> tuple[str, list[int]] | None:
+        """The same for a prepared undo."""
+        return None
 
     @abstractmethod
     def execute(self, journal: Journal) -> None:

@@ -1,9 +1,10 @@
 """Actions that create a new file (copy, convert): write a temp, then link it into place.
 
-The temp `.stillroom-<id>.tmp` is written and fsynced beside the target, its sha256 and
-inode journaled, then hard-linked to a free name (a link never replaces) and removed. The
-link is the commit point. Undo removes the new file only while it still hashes to what we
-wrote: an edited output is the user's now and stays.
+The temp `.stillroom-<id>.tmp` is created beside the target and its inode journaled before
+anything is written into it; written and fsynced, its sha256 journaled, it is hard-linked
+to a free name (a link never replaces) and removed. The link is the commit point. Undo
+removes the new file only while it still hashes to what we wrote: an edited output is the
+user's now and stays.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ from __future__ import annotations
 import os
 from abc import abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from stillroom.errors import ActionError, UndoError
 from stillroom.service.hooks.actions.base import ROLLED_BACK, Action, Journal, Outcome, short
 from stillroom.service.hooks.actions.files import (
     exists,
+    folder_fd,
     identity,
+    identity_at,
     link_free,
     make_dirs,
     missing_dirs,
@@ -26,6 +29,7 @@ from stillroom.service.hooks.actions.files import (
     sha256,
     sha256_or_none,
     source_facts,
+    write_new,
 )
 from stillroom.service.hooks.naming import temp_path
 
@@ -38,11 +42,12 @@ class CreateAction(Action):
     output = "file"  # what undo calls the created file
 
     @abstractmethod
-    def write(self, plan: dict[str, Any], tmp: Path) -> str | None:
-        """Create `tmp` (it does not exist yet), fsynced; return its sha256 if known."""
+    def write(self, plan: dict[str, Any], out: BinaryIO) -> str | None:
+        """Fill `out`, the new temp file (its inode is journaled already); return its sha256
+        if known. The source is read through a descriptor checked against `src_id`."""
 
     def prepare(self, params: dict[str, Any]) -> dict[str, Any]:
-        facts = source_facts(Path(params["src"]), digest=False)
+        facts = source_facts(Path(params["src"]), digest=False, expect=params.get("src_id"))
         return {**params, **facts, "made_dirs": missing_dirs(Path(params["dst"]).parent)}
 
     def execute(self, journal: Journal) -> None:
@@ -50,25 +55,28 @@ class CreateAction(Action):
         make_dirs(plan["made_dirs"])
         tmp = temp_path(Path(plan["dst"]).parent, journal.id)
         journal.update(tmp=str(tmp))
-        journal.touch(tmp)
-        expected = self.write(plan, tmp)
-        self.step("tmp_written")
-        digest = sha256(tmp)
-        if expected is not None and digest != expected:
-            raise ActionError(f"{short(plan['dst'])}: what was written does not read back")
-        journal.update(sha256=digest, tmp_id=identity(tmp))
-        self.step("tmp_journaled")
-        link_free(journal, tmp, "dst", plan["want"])
-        self.step("linked")
-        journal.touch(tmp)
-        os.unlink(tmp)
+        with folder_fd(tmp.parent) as folder:
+            journal.touch(tmp)
+            expected = write_new(
+                journal, "tmp_id", folder, tmp.name, lambda out: self.write(plan, out)
+            )
+            self.step("tmp_written")
+            digest = sha256(tmp.name, folder=folder)
+            if expected is not None and digest != expected:
+                raise ActionError(f"{short(plan['dst'])}: what was written does not read back")
+            journal.update(sha256=digest)
+            self.step("tmp_journaled")
+            link_free(journal, "dst", plan["want"], (folder, tmp.name), folder)
+            self.step("linked")
+            journal.touch(tmp)
+            os.unlink(tmp.name, dir_fd=folder)
         self.step("tmp_removed")
 
     def settle(self, journal: Journal, *, forward: bool) -> Outcome:
         plan = journal.plan
         dst, tmp_id = plan["dst"], plan.get("tmp_id")
-        placed = tmp_id is not None and identity(dst) == tmp_id
-        remove_temp(journal, plan.get("tmp"))
+        placed = tmp_id is not None and identity(dst) == tmp_id and plan.get("sha256") is not None
+        remove_temp(journal, plan.get("tmp"), tmp_id)
         if placed and forward:
             return Outcome("done")
         if placed:
@@ -91,12 +99,31 @@ class CreateAction(Action):
 
     def prepare_undo(self, plan: dict[str, Any]) -> dict[str, Any]:
         self._check_output(plan)
-        return {**plan, "undo_summary": f"remove the {self.output} {short(plan['dst'])}"}
+        return {
+            **plan,
+            "undo_dst_id": identity(plan["dst"]),
+            "undo_summary": f"remove the {self.output} {short(plan['dst'])}",
+        }
+
+    def undo_claimed(self, plan: dict[str, Any]) -> tuple[str, list[int]] | None:
+        ident = plan.get("undo_dst_id")
+        return (plan["dst"], list(ident)) if ident else None
 
     def undo(self, journal: Journal) -> None:
-        self._check_output(journal.plan)
-        journal.touch(journal.plan["dst"])
-        os.unlink(journal.plan["dst"])
+        plan = journal.plan
+        dst = Path(plan["dst"])
+        with folder_fd(dst.parent) as folder:
+            # Check and remove through one folder descriptor: the name we hashed is the one
+            # we remove, and it is still the inode the claim holds.
+            ident, claimed = identity_at(folder, dst.name), plan.get("undo_dst_id")
+            if ident is None:
+                raise UndoError(f"{short(dst)} is gone; there is nothing to remove")
+            if claimed is not None and ident != claimed:
+                raise UndoError(f"{short(dst)} was replaced meanwhile; left in place")
+            if sha256_or_none(dst.name, folder=folder) != plan.get("sha256"):
+                raise UndoError(f"{short(dst)} changed since stillroom wrote it; left in place")
+            journal.touch(dst)
+            os.unlink(dst.name, dir_fd=folder)
         self.step("undo.removed")
         remove_empty_dirs(journal, journal.plan.get("made_dirs", []))
 

@@ -53,14 +53,15 @@ class Move(Action):
 
     def plan_to(self, src: Path, folder: Path, name: str) -> Plan:
         dst = free_name(folder, name)
-        return Plan(self.kind, {"src": str(src), "dst": str(dst), "want": name})
+        params = {"src": str(src), "dst": str(dst), "want": name, "src_id": identity(src)}
+        return Plan(self.kind, params)
 
     @classmethod
     def describe(cls, params: dict[str, Any]) -> str:
         return f"{cls.kind} {short(params['src'])} -> {short(params['dst'])}"
 
     def prepare(self, params: dict[str, Any]) -> dict[str, Any]:
-        facts = source_facts(Path(params["src"]))
+        facts = source_facts(Path(params["src"]), expect=params.get("src_id"))
         made = missing_dirs(Path(params["dst"]).parent)
         return {**params, **facts, "made_dirs": made, "method": "link"}
 
@@ -104,6 +105,9 @@ class Move(Action):
         }
         back["undo_summary"] = self._undo_summary({**plan, **back})
         return {**plan, **back}
+
+    def undo_claimed(self, plan: dict[str, Any]) -> tuple[str, list[int]] | None:
+        return plan["undo_src"], plan["undo_src_id"]
 
     @staticmethod
     def _undo_summary(plan: dict[str, Any]) -> str:

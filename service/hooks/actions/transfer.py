@@ -11,18 +11,23 @@ from __future__ import annotations
 import errno
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from stillroom.errors import ActionError
 from stillroom.service.hooks.actions.base import Journal, checkpoint
 from stillroom.service.hooks.actions.files import (
-    copy_new,
+    check_source,
+    copy_from,
     exists,
+    folder_fd,
     identity,
+    identity_at,
     link_free,
+    reading,
     remove_temp,
     same_file,
     sha256_or_none,
+    write_new,
 )
 from stillroom.service.hooks.naming import temp_path
 
@@ -36,7 +41,8 @@ class Transfer:
     """A move recorded under journal keys `<prefix>src`, `<prefix>dst`, `<prefix>tmp`, ...
 
     Needs `src`, `dst`, `want` (the name to number on a collision), `src_id` and `sha256`
-    of the source, journaled before `run`.
+    of the source, journaled before `run`. Both folders are opened once, without following
+    a link, and every name is resolved through them.
     """
 
     def __init__(self, journal: Journal, prefix: str, label: str, tag: str = "") -> None:
@@ -56,43 +62,54 @@ class Transfer:
 
     def run(self) -> None:
         j = self.journal
-        src = Path(self.get("src"))
-        j.touch(src)
-        try:
-            dst = link_free(j, src, self.key("dst"), self.get("want"))
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            self._run_copy(src)
-            return
-        self.step("linked")
-        if identity(dst) != self.get("src_id"):
-            raise ActionError(f"{src} was replaced while it was being moved")
-        j.touch(src)
-        os.unlink(src)
+        src, src_id = Path(self.get("src")), self.get("src_id")
+        with folder_fd(src.parent) as sd, folder_fd(Path(self.get("dst")).parent) as dd:
+            check_source(sd, src.name, src_id, src)
+            j.touch(src)
+            try:
+                dst = link_free(j, self.key("dst"), self.get("want"), (sd, src.name), dd)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                self._run_copy(src, sd, dd)
+                return
+            self.step("linked")
+            if identity_at(dd, dst.name) != src_id:
+                raise ActionError(f"{src} was replaced while it was being moved")
+            check_source(sd, src.name, src_id, src)  # the name we unlink is still our file
+            j.touch(src)
+            os.unlink(src.name, dir_fd=sd)
         self.step("unlinked_src")
 
-    def _run_copy(self, src: Path) -> None:
+    def _run_copy(self, src: Path, sd: int, dd: int) -> None:
         j = self.journal
         tmp = temp_path(Path(self.get("dst")).parent, j.id, self.tag)
         j.update(**{self.key("method"): "copy", self.key("tmp"): str(tmp)})
         j.touch(tmp)
-        digest = copy_new(src, tmp)
+
+        def fill(out: BinaryIO) -> str:
+            with reading(src.name, folder=sd, expect=self.get("src_id")) as fh:
+                return copy_from(fh, out)
+
+        digest = write_new(j, self.key("tmp_id"), dd, tmp.name, fill)
         self.step("tmp_written")
-        if digest != self.get("sha256") or identity(src) != self.get("src_id"):
+        if digest != self.get("sha256") or identity_at(sd, src.name) != self.get("src_id"):
             raise ActionError(f"{src} changed while it was being copied")
-        j.update(**{self.key("tmp_id"): identity(tmp)})
+        j.update(**{self.key("tmp_sha256"): digest})
         self.step("tmp_journaled")
-        dst = link_free(j, tmp, self.key("dst"), self.get("want"))
+        dst = link_free(j, self.key("dst"), self.get("want"), (dd, tmp.name), dd)
         self.step("tmp_linked")
         j.touch(tmp)
-        os.unlink(tmp)
+        os.unlink(tmp.name, dir_fd=dd)
         self.step("tmp_removed")
         want = self.get("sha256")
-        if sha256_or_none(dst) != want or sha256_or_none(src) != want:
+        if sha256_or_none(dst.name, folder=dd) != want or (
+            sha256_or_none(src.name, folder=sd) != want
+        ):
             raise ActionError(f"the copy at {dst} does not match {src}")
+        check_source(sd, src.name, self.get("src_id"), src)
         j.touch(src)
-        os.unlink(src)
+        os.unlink(src.name, dir_fd=sd)
         self.step("unlinked_src")
 
     def placed(self) -> bool:
@@ -111,7 +128,7 @@ class Transfer:
         src, dst = self.get("src"), self.get("dst")
         placed = self.placed()
         # A temp is always ours to drop: either dst already holds its inode, or src is intact.
-        remove_temp(j, self.get("tmp"))
+        remove_temp(j, self.get("tmp"), self.get("tmp_id"))
         if not placed:
             return "rolled_back" if exists(src) else "vanished"
         if not exists(src):
