@@ -1,9 +1,10 @@
 """The input monitor (opt-in): idle time for the scheduler, activity counts for the store.
 
 Under X11 (and macOS, Windows) pynput's listeners see every key and pointer event; their
-callbacks only bump counters. What is kept is counts and Ctrl/Alt/Super shortcut names, never
-a typed character nor anything ordered that could rebuild text. Under Wayland pynput sees only
-X clients, so idle time comes from logind's IdleHint instead, and nothing is counted.
+callbacks only bump counters. What is kept is counts and shortcut names (by key code, see
+shortcuts.py), never a typed character nor anything ordered that could rebuild text. Under
+Wayland pynput sees only X clients, so idle time comes from logind's IdleHint instead, and
+nothing is counted.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from stillroom.config import Config
 from stillroom.events import Event, InputActivityPayload
 from stillroom.monitors.base import Emit, Monitor, register
+from stillroom.monitors.shortcuts import key_name, modifier, shortcut, x_base_keysyms
 from stillroom.monitors.state import STATE, LastInput, MachineState
 
 if TYPE_CHECKING:
@@ -28,26 +30,9 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 MOVE_GAP = 1.0  # seconds without motion that end one burst of pointer moves
-TRIGGERS = frozenset({"ctrl", "alt", "super"})  # Shift alone never makes a shortcut
-ORDER = ("ctrl", "alt", "super", "shift")
-_MODIFIERS = {
-    "ctrl": "ctrl",
-    "ctrl_l": "ctrl",
-    "ctrl_r": "ctrl",
-    "alt": "alt",
-    "alt_l": "alt",
-    "alt_r": "alt",
-    "cmd": "super",
-    "cmd_l": "super",
-    "cmd_r": "super",
-    "shift": "shift",
-    "shift_l": "shift",
-    "shift_r": "shift",
-}
-# X keysyms pynput passes as bare key codes: Meta is Alt with Shift held, ISO_Left_Tab is
-# Shift+Tab (https://www.x.org/releases/X11R7.7/doc/xproto/x11protocol.html#keysym_encoding).
-_X_MODIFIERS = {0xFFE7: "alt", 0xFFE8: "alt", 0xFFEB: "super", 0xFFEC: "super"}
-_X_NAMES = {0xFE20: "tab"}
+# A key release the listener missed would make every later key look like a shortcut: held
+# modifiers are forgotten after this long without a key event, and at every flush.
+STUCK_AFTER = 5.0
 
 
 def choose_source(
@@ -72,15 +57,20 @@ class InputMonitor(Monitor):
 
     name = "input"
 
-    def __init__(self, config: Config, emit: Emit, *, state: MachineState = STATE) -> None:
+    def __init__(
+        self, config: Config, emit: Emit, *, state: MachineState = STATE, platform: str = ""
+    ) -> None:
         super().__init__(config, emit)
         self.state = state
+        self.platform = platform or sys.platform  # whose key codes and rules apply
         self.source: str | None = None
         self.last_input = LastInput()
         self._lock = threading.Lock()
         self._counts: Counter[str] = Counter()
         self._shortcuts: Counter[str] = Counter()
         self._held: set[str] = set()
+        self._last_key = -1e9
+        self._x_base: dict[int, int] = {}  # X keysym -> keysym of its key without modifiers
         self._last_move = -1e9
         self._period_start = time.monotonic()
         self._listeners: list[Any] = []
@@ -141,6 +131,7 @@ class InputMonitor(Monitor):
             counts, self._counts = self._counts, Counter()
             shortcuts, self._shortcuts = self._shortcuts, Counter()
             seconds, self._period_start = now - self._period_start, now
+            self._held.clear()
         if not counts and not shortcuts:
             return None
         event = Event(
@@ -202,8 +193,10 @@ class InputMonitor(Monitor):
             self._listeners, self._keyboard = [], None
             return "its listeners did not start"
         self.last_input.touch()
+        base = x_base_keysyms() if self.platform.startswith("linux") else {}
         with self._lock:
             self._period_start = time.monotonic()
+            self._x_base = base
         self._stopping.clear()
         self._flusher = threading.Thread(target=self._flush_loop, name="stillroom-input-flush")
         self._flusher.daemon = True
@@ -233,25 +226,36 @@ class InputMonitor(Monitor):
     # pynput callbacks: they run on the listeners' threads for every event, so stay cheap.
 
     def _on_press(self, key: Any, injected: bool = False) -> None:
+        now = time.monotonic()
         self.last_input.touch()
-        modifier = _modifier(key)
+        held = modifier(key, self.platform)
         with self._lock:
+            self._forget_stuck(now)
             self._counts["keys"] += 1
-            if modifier is not None:
-                self._held.add(modifier)
-            elif self._held & TRIGGERS:
-                # Only a combination is named; a plain key's character is never looked at.
-                name = self._key_name(key)
-                if name is not None:
-                    held = "+".join(m for m in ORDER if m in self._held)
-                    self._shortcuts[f"{held}+{name}"] += 1
+            if held is not None:
+                self._held.add(held)
+            elif self._held:
+                # Only a combination is named, by its key code; a character is never looked at.
+                combo = shortcut(
+                    self._held, key_name(key, self.platform, self._x_base), self.platform
+                )
+                if combo is not None:
+                    self._shortcuts[combo] += 1
 
     def _on_release(self, key: Any, injected: bool = False) -> None:
+        now = time.monotonic()
         self.last_input.touch()
-        modifier = _modifier(key)
-        if modifier is not None:
-            with self._lock:
-                self._held.discard(modifier)
+        released = modifier(key, self.platform)
+        with self._lock:
+            self._forget_stuck(now)
+            if released is not None:
+                self._held.discard(released)
+
+    def _forget_stuck(self, now: float) -> None:
+        """Held modifiers end after STUCK_AFTER seconds without a key event (lock held)."""
+        if now - self._last_key > STUCK_AFTER:
+            self._held.clear()
+        self._last_key = now
 
     def _on_move(self, x: int, y: int, injected: bool = False) -> None:
         now = time.monotonic()
@@ -271,42 +275,6 @@ class InputMonitor(Monitor):
         self.last_input.touch()
         with self._lock:
             self._counts["scrolls"] += 1
-
-    def _key_name(self, key: Any) -> str | None:
-        """The key of a combination: its character in lower case, or its Key name."""
-        from pynput.keyboard import Key, KeyCode
-
-        if isinstance(key, Key):
-            return str(key.name)
-        if not isinstance(key, KeyCode):
-            return None  # pynput passes None for a key code it cannot map
-        vk = key.vk
-        if key.char is not None:
-            keyboard = self._keyboard
-            char = str(keyboard.canonical(key).char if keyboard else key.char.lower())
-            if char.isprintable() and not char.isspace():
-                return char
-            # Some platforms report Ctrl+S as the control character '\x13': use the key code.
-            if isinstance(vk, int) and 32 < vk < 127:
-                return chr(vk).lower()
-            return None
-        if isinstance(vk, int):
-            if vk in _X_NAMES:
-                return _X_NAMES[vk]
-            named = next((k.name for k in Key if k.value == KeyCode.from_vk(vk)), None)
-            return str(named) if named else f"vk{vk}"
-        return None
-
-
-def _modifier(key: Any) -> str | None:
-    """ctrl, alt, super or shift for a modifier key (left and right merged), else None."""
-    name = getattr(key, "name", None)
-    if isinstance(name, str):
-        return _MODIFIERS.get(name)
-    vk = getattr(key, "vk", None)
-    return (
-        _X_MODIFIERS.get(vk) if isinstance(vk, int) and sys.platform.startswith("linux") else None
-    )
 
 
 def _x_problem() -> str | None:

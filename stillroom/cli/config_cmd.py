@@ -10,6 +10,7 @@ import typer
 
 from stillroom.cli.options import ConfigOption, console, get_config
 from stillroom.config import Config
+from stillroom.config_checks import public
 from stillroom.config_files import config_path
 
 app = typer.Typer(help="Check, show and explain the config file.", no_args_is_help=True)
@@ -45,6 +46,7 @@ def path(config: ConfigOption = None) -> None:
 
 @app.command()
 def show(config: ConfigOption = None) -> None:
-    """Print the config as stillroom reads it, defaults filled in."""
+    """Print the config as stillroom reads it, defaults filled in; keys masked, URLs without
+    their userinfo and query."""
     cfg, _ = get_config(config)
-    console.print_json(cfg.model_dump_json())
+    console.print_json(json.dumps(public(cfg.model_dump(mode="json")), ensure_ascii=False))

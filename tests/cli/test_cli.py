@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
@@ -144,3 +146,57 @@ def test_forget_needs_a_choice_and_deletes(stillroom_home: Path) -> None:
         "deleted 1 events"
     )
     assert run_cli("events", home=stillroom_home).stdout.strip() == "no events recorded"
+
+
+def test_config_show_masks_keys_and_url_secrets(tmp_path: Path, stillroom_home: Path) -> None:
+    key, env_key = "sk-proj-" + "Q7xR2m" * 8, "sk-env-" + "Zz9Yy8Xx" * 5
+    config = tmp_path / "c.yaml"
+    url = "https://bob:hunter2pass@llm.example.com/v1?key=qwerty123"
+    openai = {"base_url": url, "api_key": key}
+    anthropic = {"base_url": "https://api.anthropic.com", "api_key": "sh0rtk3y"}
+    config.write_text(json.dumps({"gateway": {"openai": openai, "anthropic": anthropic}}))
+    result = run_cli(
+        "config", "show", "--config", str(config), home=stillroom_home,
+        STILLROOM_UPSTREAM_API_KEY=env_key, ANTHROPIC_API_KEY=env_key,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)["gateway"]
+    assert shown["openai"]["api_key"] == "sk-…xR2m"
+    assert shown["openai"]["base_url"] == "https://****@llm.example.com/v1?****"
+    assert shown["anthropic"] == {**anthropic, "api_key": "****", "timeout_seconds": 120.0}
+    for secret in (key[3:], env_key[3:], "hunter2pass", "bob", "qwerty123", "sh0rtk3y"):
+        assert secret not in result.stdout + result.stderr
+
+
+def test_export_is_private_and_names_what_was_learnt(tmp_path: Path, stillroom_home: Path) -> None:
+    cities = ["Reno", "Fargo", "Chicago", "Memphis"] * 10
+    rows = [(f"{n} Main St, {c}", {"number": str(n), "city": c}) for n, c in enumerate(cities, 100)]
+    examples = tmp_path / "addresses.jsonl"
+    examples.write_text(
+        "".join(json.dumps({"input": i, "output": json.dumps(o)}) + "\n" for i, o in rows)
+    )
+    made = run_cli(
+        "tasks", "new", "addr", "--kind", "extract", "--instruction", "Number and city as JSON.",
+        "--examples", str(examples), "--student", "tagger", home=stillroom_home,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    distilled = run_cli("distill", "addr", "--now", home=stillroom_home, timeout=300)
+    assert distilled.returncode == 0, distilled.stderr
+    target = tmp_path / "out"
+    target.mkdir(mode=0o755)  # an empty folder that others could read
+    before = os.umask(0o022)  # the usual umask: new files readable by everyone
+    try:
+        result = run_cli("export", "addr", "--to", str(target), home=stillroom_home)
+    finally:
+        os.umask(before)
+    assert result.returncode == 0, result.stderr
+    assert stat.S_IMODE(target.stat().st_mode) == 0o700
+    files = sorted(target.iterdir())
+    assert {f.name for f in files} == {"tagger.safetensors", "tagger.json", "README.txt", "CARD.md"}
+    for file in files:
+        assert stat.S_IMODE(file.stat().st_mode) == 0o600, file
+    learnt = [line for line in result.stdout.splitlines() if "training data" in line]
+    assert learnt == [
+        "learnt from your training data (they can give away examples it was trained on;"
+        " share them with care): tagger.safetensors, tagger.json"
+    ]

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import copy
 import os
 import stat
+import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+from rich.pretty import pretty_repr
 
-from stillroom.config import Config, ConvertImageAction, MoveAction
+from stillroom.config import Config, ConvertImageAction, GatewayConfig, MoveAction, UpstreamConfig
 from stillroom.config_files import config_path, default_config_text
 from stillroom.errors import ConfigError
 from stillroom.paths import Paths
@@ -185,3 +192,155 @@ def test_home_paths_expand_and_env_vars(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("ARCHIVE", "/srv/a")
     config = Config.from_data({"destinations": ["$ARCHIVE/x", "~/y"]})
     assert config.destinations == [Path("/srv/a/x"), Path(os.path.expanduser("~/y"))]
+
+
+def test_roots_that_are_links_resolve_once_when_the_config_loads(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for name in ("Downloads", "Documents", "Elsewhere"):
+        (data / name).mkdir(parents=True)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "Downloads").symlink_to(data / "Downloads")  # common: ~/Downloads -> /data/...
+    (home / "Documents").symlink_to(data / "Documents")
+    path = write(
+        tmp_path,
+        f"""
+folders:
+  - {{path: {home}/Downloads}}
+  - {{path: {home}/Downloads/later}}
+destinations: [{home}/Documents, {home}/Archive]
+""",
+    )
+    config = Config.from_path(path)
+    assert [f.path for f in config.folders] == [
+        data / "Downloads",
+        data / "Downloads" / "later",  # not there yet: what exists on its way is resolved
+    ]
+    assert config.destinations == [data / "Documents", home / "Archive"]
+    # Once: pointing the link elsewhere afterwards does not move a loaded config's roots.
+    (home / "Downloads").unlink()
+    (home / "Downloads").symlink_to(data / "Elsewhere")
+    assert config.folders[0].path == data / "Downloads"
+    assert Config.from_path(path).folders[0].path == data / "Elsewhere"
+
+
+def test_a_root_in_a_link_loop_is_kept_as_written(tmp_path: Path) -> None:
+    (tmp_path / "a").symlink_to(tmp_path / "b")
+    (tmp_path / "b").symlink_to(tmp_path / "a")
+    config = Config.from_data({"folders": [{"path": str(tmp_path / "a")}]})
+    assert config.folders[0].path == tmp_path / "a"
+
+
+# Secrets never shown; no config file, however odd, ends in a traceback.
+
+KEY = "sk-proj-" + "Q7xR2m" * 8
+
+
+def test_keys_and_url_secrets_stay_out_of_every_repr() -> None:
+    upstream = UpstreamConfig(
+        base_url="https://bob:hunter2pass@llm.example.com/v1?key=qwerty123#frag", api_key=KEY
+    )
+    config = Config(gateway=GatewayConfig(openai=upstream))
+    for shown in (repr(upstream), str(upstream), repr(config), str(config), pretty_repr(config)):
+        for secret in (KEY[3:], "hunter2pass", "bob", "qwerty123", "frag"):
+            assert secret not in shown
+    assert "api_key='sk-…xR2m'" in repr(upstream)
+    assert "base_url='https://****@llm.example.com/v1?****#****'" in repr(upstream)
+    assert "api_key='****'" in repr(UpstreamConfig(base_url="http://h", api_key="s3cret"))
+    assert upstream.api_key == KEY  # the value itself is intact
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"gateway": {"openai": {"base_url": "https://x", "api_key": [KEY]}}},
+        {"gateway": {"openai": {"base_url": "https://x", "api_key": 12345678901234}}},
+        {"teacher": {"max_retries": KEY}},
+        {"gateway": {"openai": {"base_url": ["https://bob:hunter2pass@h/v1"]}}},
+        {"gateway": {"openai": {KEY: None}}},
+    ],
+)
+def test_config_errors_do_not_quote_secrets(data: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        Config.from_data(data)
+    for secret in (KEY[3:], "12345678901234", "hunter2pass"):
+        assert secret not in str(caught.value)
+
+
+SCALARS = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(),
+    st.text(max_size=12),
+    st.sampled_from(["~/x", "$HOME/y", "01:00-06:00", "move", "1KB", "https://u:p@h/v1?k=1"]),
+)
+KEYS = st.one_of(st.text(max_size=10), st.integers(), st.none(), st.booleans())
+DATA = st.recursive(
+    SCALARS,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(KEYS, inner, max_size=4)),
+    max_leaves=20,
+)
+
+
+def config_or_config_error(load: Callable[[Any], Config], arg: Any) -> None:
+    """Loading gives a Config or one ConfigError; any other exception fails the test."""
+    try:
+        assert isinstance(load(arg), Config)
+    except ConfigError as exc:
+        assert str(exc)
+
+
+def _paths(obj: Any, prefix: tuple[Any, ...] = ()) -> Iterator[tuple[Any, ...]]:
+    if prefix:
+        yield prefix
+    items = (
+        obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    )
+    for key, value in items:
+        yield from _paths(value, (*prefix, key))
+
+
+@settings(max_examples=150, deadline=None)
+@given(DATA)
+def test_random_data_gives_a_config_or_a_config_error(data: Any) -> None:
+    config_or_config_error(Config.from_data, data)
+    config_or_config_error(Config.from_data, {"version": 1, "gateway": data})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mutated_default_configs_give_a_config_or_a_config_error(draw: st.DataObject) -> None:
+    full = Config().model_dump(mode="json")
+    data = copy.deepcopy(draw.draw(st.sampled_from([yaml.safe_load(default_config_text()), full])))
+    for _ in range(draw.draw(st.integers(1, 3))):
+        path = draw.draw(st.sampled_from(list(_paths(data))))
+        parent = data
+        for part in path[:-1]:
+            parent = parent[part]
+        action = draw.draw(st.sampled_from(["set", "delete", "add"]))
+        if action == "delete" and isinstance(parent, dict):
+            del parent[path[-1]]
+        elif action == "add" and isinstance(parent[path[-1]], dict):
+            parent[path[-1]][draw.draw(KEYS)] = draw.draw(DATA)
+        else:
+            parent[path[-1]] = draw.draw(DATA)
+    config_or_config_error(Config.from_data, data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=200),
+        st.text(max_size=200).map(lambda t: t.encode("utf-8", "surrogatepass")),
+        DATA.map(lambda d: yaml.safe_dump(d).encode()),
+    )
+)
+@example(b"\xff\xfe not UTF-8")
+@example(b"[" * 3000)  # nested past PyYAML's recursion
+@example(b"a: &a [*a]\nversion: *a\n")
+def test_random_files_give_a_config_or_a_config_error(raw: bytes) -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "config.yaml"
+        path.write_bytes(raw)
+        config_or_config_error(Config.from_path, path)
