@@ -28,3 +28,15 @@ def test_quick_start_is_make_run_and_make_test() -> None:
     ]
     assert commands == ["make run", "make test"]
     assert "make test" in (ROOT / ".ci" / "run").read_text()
+
+
+def test_every_test_security_md_names_exists() -> None:
+    """SECURITY.md says which test shows each defence: each one it names must exist."""
+    text = (ROOT / "SECURITY.md").read_text()
+    named = set(re.findall(r"(?<![/\w])(test_[a-z0-9_]+)\b(?!\.py)", text))
+    files = set(re.findall(r"`(tests/[\w/]+\.py)", text))
+    assert len(named) > 20 and files
+    defined = "\n".join(p.read_text() for p in (ROOT / "tests").rglob("test_*.py"))
+    missing = sorted(n for n in named if f"def {n}(" not in defined)
+    assert not missing, f"SECURITY.md names tests that do not exist: {missing}"
+    assert all((ROOT / f).is_file() for f in files), files
