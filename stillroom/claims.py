@@ -12,20 +12,10 @@ import sqlite3
 import time
 from collections.abc import Sequence
 
-from stillroom.errors import StoreError
+from stillroom.errors import ConflictError
 
 # Two readings of one process's start time differ by less than this; a reused pid by more.
 START_SLACK = 0.5
-
-
-class ConflictError(StoreError):
-    """Another process got there first: it changed the action's state, or holds the claim on
-    the file. `holder` is the action holding the claim, `alive` whether its process runs."""
-
-    def __init__(self, message: str, holder: int | None = None, alive: bool = True) -> None:
-        super().__init__(message)
-        self.holder = holder
-        self.alive = alive
 
 
 def process_started(pid: int) -> float | None:

@@ -24,6 +24,16 @@ class StoreError(StillroomError):
     """The database cannot be opened or migrated."""
 
 
+class ConflictError(StoreError):
+    """Another process got there first: it changed the action's state, or holds the claim on
+    the file. `holder` is the action holding the claim, `alive` whether its process runs."""
+
+    def __init__(self, message: str, holder: int | None = None, alive: bool = True) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.alive = alive
+
+
 class DaemonError(StillroomError):
     """The daemon cannot start (already running, lock held) or cannot be reached."""
 

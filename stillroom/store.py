@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from stillroom.claims import ConflictError, claim_file, process_alive, process_started
-from stillroom.errors import StoreError
+from stillroom.claims import claim_file, process_alive, process_started
+from stillroom.errors import ConflictError, StoreError
 from stillroom.events import Event
 from stillroom.migrations import MIGRATIONS
 from stillroom.paths import private_dir, private_file

@@ -19,7 +19,7 @@ from stillroom.config import Config
 from stillroom.events import Event
 from stillroom.service.gateway import calls
 from stillroom.service.gateway.answerer import Answerer
-from stillroom.service.gateway.forward import Unreachable, open_upstream, relay, targets
+from stillroom.service.gateway.forward import Unreachable, relay, targets
 from stillroom.service.gateway.limits import Admission
 from stillroom.service.gateway.recorder import Recorder, Sink
 from stillroom.service.gateway.replies import error_response, provider_error
@@ -107,22 +107,12 @@ async def passthrough(request: Request) -> Response:
     allowed); an upload's is streamed on as it arrives, never held whole in memory."""
     gateway: Gateway = request.app.state.gateway
     found = gateway.route(request)
-    target = gateway.targets[found.route.provider]
     content: bytes | AsyncIterator[bytes] = b""
     if found.route.streamed and has_body(request.headers):
         content = request.stream()
     elif has_body(request.headers):
         content = await request.body()
-    upstream = await open_upstream(
-        gateway.http(),
-        target,
-        request,
-        content,
-        path=found.path,
-        query=found.query,
-        token=gateway.token,
-        client_auth=gateway.client_auth,
-    )
+    target, upstream = await gateway.send(request, content)
     if isinstance(upstream, Unreachable):
         anthropic = found.route.provider == "anthropic"
         return provider_error(anthropic, upstream.status, upstream.message, upstream.code, {})

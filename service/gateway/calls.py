@@ -23,7 +23,7 @@ from stillroom.monitors.llm import (
 )
 from stillroom.pricing import estimate_tokens
 from stillroom.service.gateway.answerer import FORWARD, Answerer, Decision, LocalReply
-from stillroom.service.gateway.forward import Unreachable, open_upstream, read_whole, relay
+from stillroom.service.gateway.forward import Unreachable, read_whole, relay
 from stillroom.service.gateway.replies import (
     anthropic_error,
     error_response,
@@ -141,21 +141,10 @@ async def forward(
     decision: Decision | None,
 ) -> Response:
     """Send the call on, relay the provider's answer unchanged, then record it."""
-    target = gateway.targets[exchange.provider]
     anthropic = exchange.provider == "anthropic"
     assemble: Assemble = assemble_anthropic_stream if anthropic else assemble_chat_stream
     failed: ErrorReply = (lambda s, m, c: anthropic_error(s, m)) if anthropic else error_response
-    found = gateway.route(request)
-    upstream = await open_upstream(
-        gateway.http(),
-        target,
-        request,
-        raw,
-        path=found.path,
-        query=found.query,
-        token=gateway.token,
-        client_auth=gateway.client_auth,
-    )
+    target, upstream = await gateway.send(request, raw)
 
     def done(status: int, response: dict[str, Any] | None) -> None:
         exchange.status, exchange.response = status, response

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import httpx
 from starlette.requests import Request
 
 from stillroom.service.gateway.answerer import Answerer
-from stillroom.service.gateway.forward import Provider, Target
+from stillroom.service.gateway.forward import Provider, Target, Unreachable, open_upstream
 from stillroom.service.gateway.recorder import Recorder
 from stillroom.service.gateway.routes import ROUTE, Found
 from stillroom.store import Store
@@ -37,3 +38,21 @@ class Gateway:
         if self.client is None:
             raise RuntimeError("the gateway is not running: serve its app with uvicorn")
         return self.client
+
+    async def send(
+        self, request: Request, content: bytes | AsyncIterator[bytes]
+    ) -> tuple[Target, httpx.Response | Unreachable]:
+        """Send the request on along its route; the response is open for streaming."""
+        found = self.route(request)
+        target = self.targets[found.route.provider]
+        upstream = await open_upstream(
+            self.http(),
+            target,
+            request,
+            content,
+            path=found.path,
+            query=found.query,
+            token=self.token,
+            client_auth=self.client_auth,
+        )
+        return target, upstream

@@ -18,9 +18,8 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from stillroom.claims import ConflictError
 from stillroom.config import ActionConfig
-from stillroom.errors import ActionError, StillroomError, UndoError
+from stillroom.errors import ActionError, ConflictError, StillroomError, UndoError
 from stillroom.events import Event
 from stillroom.service.hooks.actions import action_for
 from stillroom.service.hooks.actions.base import Action, Journal, Outcome, Plan, checkpoint

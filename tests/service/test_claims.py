@@ -15,8 +15,7 @@ import pytest
 from daemon_harness import DaemonHarness
 from factories import action
 
-from stillroom.claims import ConflictError
-from stillroom.errors import ActionError
+from stillroom.errors import ActionError, ConflictError
 from stillroom.service.hooks.executor import Executor
 from stillroom.store import Store
 
