@@ -24,6 +24,8 @@ run: $(STAMP)
 	$(VENV)/bin/stillroom daemon
 
 test: $(STAMP)
+	# Xvfb, xdotool, dbus, systemd-analyze: installed here where allowed, else named.
+	tests/system-packages
 	$(VENV)/bin/pytest
 
 lint: $(STAMP)
