@@ -20,6 +20,7 @@ from stillroom.daemon.lock import InstanceLock
 from stillroom.daemon.notify import make_notifier
 from stillroom.daemon.proposals import Proposal, review
 from stillroom.daemon.scheduler import make_scheduler, retention_job
+from stillroom.daemon.spool import Spool
 from stillroom.errors import ConfigError
 from stillroom.monitors.base import Monitor, monitor_classes
 from stillroom.paths import Paths, private_file
@@ -39,6 +40,9 @@ from stillroom.service.students import StudentClient
 from stillroom.store import Store
 
 log = logging.getLogger("stillroom.daemon")
+# The daemon waits this long for another process's database lock; past it, the dispatcher
+# keeps events aside and retries, so a long lock shows as a stuck store, not a silent wait.
+STORE_BUSY_SECONDS = 5.0
 
 
 class Daemon:
@@ -60,7 +64,7 @@ class Daemon:
     def run(self) -> None:
         with InstanceLock(self.paths.lock_file):
             setup_logging(self.paths)
-            with Store(self.paths.database) as store:
+            with Store(self.paths.database, busy_timeout=STORE_BUSY_SECONDS) as store:
                 self._serve(store)
 
     def _serve(self, store: Store) -> None:
@@ -72,7 +76,16 @@ class Daemon:
         self.notifier = make_notifier(self.config, self.paths.database, on_answered=self._answered)
         self.students = StudentClient()
         feedback = Feedback(store, self.notifier, Path.home())
-        dispatcher = Dispatcher(store, executor, echo, [], dry_run=self.dry_run, feedback=feedback)
+        dispatcher = Dispatcher(
+            store,
+            executor,
+            echo,
+            [],
+            dry_run=self.dry_run,
+            feedback=feedback,
+            spool=Spool(self.paths.spool_file),
+            health_file=self.paths.bus_state,
+        )
         self._refresh_deciders(store, dispatcher)
         children = Children(self.paths.logs_dir, self.config_path)
         scheduler = make_scheduler(store, lambda: self.config, children)
@@ -114,6 +127,7 @@ class Daemon:
             children.stop()
             scheduler.shutdown(wait=True)
             dispatcher.stop()
+            self.paths.bus_state.unlink(missing_ok=True)
             self.notifier.close()
             self.students.close()
             log.info("stopped; %d events recorded this run", dispatcher.stored)

@@ -59,6 +59,16 @@ class Paths:
         return self.data_dir / "cache"
 
     @property
+    def spool_file(self) -> Path:
+        """Events waiting on disk while the database is stuck; replayed, then removed."""
+        return self.data_dir / "spool.jsonl"
+
+    @property
+    def bus_state(self) -> Path:
+        """The running daemon's dispatcher state (a stuck store), for `stillroom status`."""
+        return self.run_dir / "bus.json"
+
+    @property
     def token_file(self) -> Path:
         """The local token that guards the HTTP service's private routes."""
         return self.config_dir / "token"

@@ -41,13 +41,15 @@ class ActionRecord:
 class Store:
     """Thread-safe access to the database (one connection, one lock)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, busy_timeout: float = 30.0) -> None:
+        """`busy_timeout`: seconds a statement waits for another connection's lock before
+        it raises sqlite3.OperationalError ("database is locked")."""
         self.path = Path(path)
         private_dir(self.path.parent)
         private_file(self.path)
         try:
             self._db = sqlite3.connect(
-                self.path, timeout=30, isolation_level=None, check_same_thread=False
+                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open database {self.path}: {exc}") from exc

@@ -31,6 +31,8 @@ from stillroom.config_files import ENV_CONFIG
 from stillroom.errors import StillroomError
 from stillroom.paths import Paths
 
+STATUS_BUSY_SECONDS = 2.0
+
 app = typer.Typer(
     help="stillroom: learns the tasks you repeat and does them for you, only where it is sure.",
     no_args_is_help=True,
@@ -84,14 +86,25 @@ def daemon(config: ConfigOption = None, dry_run: DryRunOption = False) -> None:
 @app.command()
 def status(config: ConfigOption = None) -> None:
     """Say whether the daemon runs, with counts of events and actions."""
-    from stillroom.cli.options import open_store
+    import sqlite3
+
+    from stillroom.daemon.health import StoreHealth
     from stillroom.daemon.lock import running_pid
+    from stillroom.store import Store
 
     paths = Paths.resolve()
     pid = running_pid(paths.lock_file)
     console.print(f"running (pid {pid})" if pid else "not running")
-    with open_store() as store:
-        events, actions, paused = store.count_events(), store.count_actions(), store.paused
+    health = StoreHealth.read(paths.bus_state, pid) if pid else None
+    if health is not None:
+        console.print(health.describe())
+    try:
+        # A short wait: a database another process holds locked must not hang `status`.
+        with Store(paths.ensure().database, busy_timeout=STATUS_BUSY_SECONDS) as store:
+            events, actions, paused = store.count_events(), store.count_actions(), store.paused
+    except (sqlite3.OperationalError, StillroomError) as exc:
+        console.print(f"counts unavailable: the database is busy ({exc})")
+        return
     table = Table("what", "count")
     table.add_row("events", str(sum(events.values())))
     for kind, count in events.items():

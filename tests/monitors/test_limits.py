@@ -8,6 +8,7 @@ import logging
 import shutil
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -83,6 +84,35 @@ def test_queue_overflow_rescans_and_loses_nothing(
     seen.wait(lambda events: len(events) >= len(names), timeout=20)
     assert sorted(name for _, name, _ in seen.quiet()) == names
     assert monitor.overflows >= 1
+    assert any("overflowed" in r.getMessage() for r in caplog.records if r.name == LOGGER)
+
+
+def test_real_kernel_overflow_rescans_and_loses_nothing(
+    start_monitor: Start, downloads: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The kernel's own IN_Q_OVERFLOW, without root: stall watchdog's reader while more
+    events happen than max_queued_events holds, then let it read."""
+    caplog.set_level(logging.WARNING, logger=LOGGER)
+    limit = int(QUEUE_LIMIT.read_text())
+    if limit > 200_000:
+        pytest.skip(f"max_queued_events is {limit}: too many files to overflow it quickly")
+    # A new file with content is two queued events (IN_CREATE, IN_MODIFY).
+    names = [f"flood-{i:05}.txt" for i in range(limit // 2 + 1_000)]
+    monitor, seen = start_monitor()
+    assert monitor._observer is not None
+    # watchdog's reader takes this lock around each read: holding it stalls the reader after
+    # at most one buffer, and the kernel queue fills as it would on a machine too busy to read.
+    reader_lock = monitor._observer.inotify._lock
+    with reader_lock:
+        for name in names:
+            (downloads / name).write_text(name)
+        time.sleep(0.2)
+        assert monitor.overflows == 0
+    seen.wait(lambda events: len(events) >= len(names), timeout=45)
+    assert monitor.overflows >= 1
+    reported = seen.quiet()  # and nothing twice
+    assert sorted(name for _, name, _ in reported) == names
+    assert {kind for kind, _, _ in reported} == {"file.created"}
     assert any("overflowed" in r.getMessage() for r in caplog.records if r.name == LOGGER)
 
 
