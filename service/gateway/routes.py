@@ -104,8 +104,9 @@ class Found:
 
 
 @dataclass(frozen=True)
-class Miss:
-    """No route: 400 (a bad path), 404 (no such route) or 405 (not with this method)."""
+class Refusal:
+    """Why a request is answered here and not forwarded: no route (400 a bad path, 404 no
+    such route, 405 not with this method), or what the Guard refuses (401, 403, 413, ...)."""
 
     status: int
     message: str
@@ -169,20 +170,20 @@ class RouteTable:
 
     def find(
         self, method: str, path: str, raw_path: bytes, query: bytes, headers: Mapping[str, str]
-    ) -> Found | Miss:
+    ) -> Found | Refusal:
         """The route of a /v1 request, or why there is none."""
         problem = path_problem(raw_path, path)
         if problem is not None:
-            return Miss(400, problem, "invalid_path")
+            return Refusal(400, problem, "invalid_path")
         segments = path.split("/")[1:]
         matching = [r for r in self.routes if r.matches(segments)]
         if not matching:
-            return Miss(404, f"no API route {path} is forwarded here", "unknown_route")
+            return Refusal(404, f"no API route {path} is forwarded here", "unknown_route")
         with_method = [r for r in matching if method in r.methods]
         if not with_method:
             allow = tuple(sorted({m for r in matching for m in r.methods}))
             message = f"{path} takes {', '.join(allow)}, not {method}"
-            return Miss(405, message, "method_not_allowed", allow)
+            return Refusal(405, message, "method_not_allowed", allow)
         wanted: Provider = "anthropic" if "anthropic-version" in headers else "openai"
         route = next((r for r in with_method if r.provider == wanted), with_method[0])
         return Found(route, path, clean_query(query))

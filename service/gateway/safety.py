@@ -10,7 +10,6 @@ import logging
 import os
 import secrets
 from collections.abc import Collection
-from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.datastructures import Headers
@@ -32,6 +31,7 @@ from stillroom.service.gateway.routes import (
     OWN_ROUTES,
     ROUTE,
     Found,
+    Refusal,
     RouteTable,
     error_provider,
 )
@@ -103,14 +103,6 @@ def token_in(headers: Headers) -> list[str]:
 
 def is_token(value: str, token: str) -> bool:
     return secrets.compare_digest(value.encode(), token.encode())
-
-
-@dataclass(frozen=True)
-class Refusal:
-    status: int
-    message: str
-    code: str
-    allow: tuple[str, ...] = ()
 
 
 class Guard:
@@ -202,7 +194,7 @@ class Guard:
         raw_path = scope.get("raw_path") or path.encode()
         found = self.routes.find(method, path, raw_path, scope.get("query_string", b""), headers)
         if not isinstance(found, Found):
-            return Refusal(found.status, found.message, found.code, found.allow)
+            return found
         scope[ROUTE] = found
         route = found.route
         if (self.token_everywhere or route.provider in self.keyed) and not self.has_token(headers):
