@@ -19,7 +19,7 @@ from stillroom.binomial import breaks_bound
 from stillroom.daemon.notify import Notice, Notifier
 from stillroom.errors import TaskError
 from stillroom.predictions import live_stats
-from stillroom.registry import ModelVersion, Registry, Task
+from stillroom.registry import ModelVersion, Registry, Task, why_test_failed
 from stillroom.store import Store
 
 log = logging.getLogger("stillroom.daemon")
@@ -60,6 +60,11 @@ def review(store: Store, notifier: Notifier) -> list[Proposal]:
 def _review_one(
     store: Store, registry: Registry, task: Task, version: ModelVersion, notifier: Notifier
 ) -> Proposal | None:
+    failure = why_test_failed(version.guarantee)
+    if failure is not None:  # it could never go active: stop watching it
+        registry.set_status(version.id, "rejected")
+        log.warning("%s v%d: %s; rejected", task.name, version.version, failure)
+        return None
     stats = live_stats(store, version.id, "shadow")
     bound = float(version.guarantee.get("bound", 1.0))
     if stats.judged < MIN_SHADOW:
@@ -179,13 +184,14 @@ def answer(store: Store, proposal_id: int, reply: str) -> Proposal:
         raise TaskError(f"proposal #{proposal_id} was already answered ({proposal.state})")
     registry = Registry(store)
     task = registry.task(proposal.task)
+    if reply == "accept":  # first, so a refused version leaves the proposal open
+        registry.set_status(proposal.version_id, "active")
     with store.transaction() as db:
         db.execute(
             "UPDATE proposals SET state = ?, answered = ? WHERE id = ?",
             (ANSWERS[reply], time.time(), proposal_id),
         )
     if reply == "accept":
-        registry.set_status(proposal.version_id, "active")
         registry.update_task(task, state="active")
     elif reply == "never":
         registry.update_task(task, state="declined")

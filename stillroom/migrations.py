@@ -146,4 +146,21 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX claims_action ON claims(action_id);
         """,
     ),
+    (
+        4,
+        "examples: each keeps the split it was given when it arrived",
+        # The split follows the normalised input's hash (registry.split_of): hex prefixes
+        # below '8000' train (50%), below 'cccd' calibrate (30%), the rest test (20%). Rows of
+        # one input share their hash, so they share a split too.
+        """
+        ALTER TABLE examples ADD COLUMN split TEXT NOT NULL DEFAULT 'train'
+            CHECK (split IN ('train', 'calibration', 'test'));
+        UPDATE examples SET split = CASE
+            WHEN substr(input_hash, 1, 4) < '8000' THEN 'train'
+            WHEN substr(input_hash, 1, 4) < 'cccd' THEN 'calibration'
+            ELSE 'test'
+        END;
+        CREATE INDEX examples_split ON examples(task_id, split);
+        """,
+    ),
 ]

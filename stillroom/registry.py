@@ -18,6 +18,10 @@ TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 KINDS = ("classify", "extract", "generate")
 SOURCES = ("user", "teacher", "synthetic", "correction")
 DEFAULT_TARGET = 0.05
+SPLITS = ("train", "calibration", "test")
+SHARES = (0.5, 0.3, 0.2)  # of inputs in each split, in SPLITS order
+_BUCKETS = 0x10000  # the first four hex digits of an input's hash choose its split
+TEST_FIX = "more examples or a new version would fix it"
 
 
 @dataclass(frozen=True)
@@ -54,6 +58,7 @@ class Example:
     source: str
     event_id: int | None
     at: float
+    split: str  # train, calibration or test: fixed when the input first arrived
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,30 @@ class ModelVersion:
 
 def input_hash(text: str) -> str:
     return hashlib.sha256(" ".join(text.split()).encode()).hexdigest()
+
+
+def split_of(hashed: str, shares: tuple[float, float, float] = SHARES) -> str:
+    """The split of an input with this `input_hash`: the same input always lands in the same
+    split, so retrains and relabels never move it and duplicates never straddle two splits.
+    Migration 4 applies the same rule in SQL (hex prefixes below '8000' and 'cccd')."""
+    bucket = int(hashed[:4], 16)
+    train = round(shares[0] * _BUCKETS)
+    if bucket < train:
+        return SPLITS[0]
+    return SPLITS[1] if bucket < train + round(shares[1] * _BUCKETS) else SPLITS[2]
+
+
+def why_test_failed(guarantee: dict[str, Any]) -> str | None:
+    """Why a version with this stored guarantee may never act, or None when its test-split
+    check held (or there was none: nothing was held out to fail)."""
+    test = guarantee.get("test") or {}
+    if not test or test.get("holds", True):
+        return None
+    rate, bound = test.get("error_rate"), guarantee.get("bound")
+    return (
+        f"its test-split check failed (error {float(rate or 0):.1%} > bound"
+        f" {float(bound or 0):.1%} on {test.get('answered')} test answers)"
+    )
 
 
 class Registry:
@@ -150,23 +179,25 @@ class Registry:
     # -- examples -------------------------------------------------------------------------
 
     def add_examples(self, task: Task, rows: Iterable[tuple[str, str, str, int | None]]) -> int:
-        """Add (input, output, source, event_id) rows; exact repeats are skipped."""
+        """Add (input, output, source, event_id) rows; exact repeats are skipped. Each row's
+        split is fixed here, from its normalised input (`split_of`)."""
         added, now = 0, time.time()
         with self.store.transaction() as db:
             for text, output, source, event_id in rows:
                 if source not in SOURCES:
                     raise TaskError(f"example source {source!r}: one of {', '.join(SOURCES)}")
+                hashed = input_hash(text)
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO examples (task_id, input, output, source, event_id,"
-                    " at, input_hash) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (task.id, text, output, source, event_id, now, input_hash(text)),
+                    " at, input_hash, split) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (task.id, text, output, source, event_id, now, hashed, split_of(hashed)),
                 )
                 added += cursor.rowcount
         return added
 
     def examples(self, task: Task) -> list[Example]:
         rows = self.store.query(
-            "SELECT id, task_id, input, output, source, event_id, at FROM examples"
+            "SELECT id, task_id, input, output, source, event_id, at, split FROM examples"
             " WHERE task_id = ? ORDER BY id",
             [task.id],
         )
@@ -198,6 +229,8 @@ class Registry:
     ) -> ModelVersion:
         """Register a trained version; with `task_state`, the task's state moves in the same
         transaction, so a crash never leaves a version without its task's new state."""
+        if status == "active":
+            _may_act(guarantee, f"{task.name} v{version}")
         now = time.time()
         with self.store.transaction() as db:
             if status == "active":
@@ -252,8 +285,12 @@ class Registry:
         return versions[0] if versions else None
 
     def set_status(self, version_id: int, status: str) -> ModelVersion:
-        """Move a version along candidate -> shadow -> active -> retired (one active per task)."""
+        """Move a version along candidate -> shadow -> active -> retired (one active per task).
+        A version whose test-split check failed never goes active."""
         version = self.version(version_id)
+        if status == "active":
+            task = self.task_by_id(version.task_id)
+            _may_act(version.guarantee, f"{task.name} v{version.version}")
         with self.store.transaction() as db:
             if status == "active":
                 _retire_active(db, version.task_id, keep=version_id)
@@ -262,6 +299,14 @@ class Registry:
                 (status, time.time(), version_id),
             )
         return self.version(version_id)
+
+
+def _may_act(guarantee: dict[str, Any], name: str) -> None:
+    """Refuse to activate a version its own held-out test contradicts: the one place every
+    activation (by hand, by proposal, by distillation) passes through."""
+    failure = why_test_failed(guarantee)
+    if failure is not None:
+        raise TaskError(f"{name} cannot go active: {failure}; {TEST_FIX}")
 
 
 def _retire_active(db: sqlite3.Connection, task_id: int, keep: int = 0) -> None:

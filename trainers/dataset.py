@@ -1,4 +1,5 @@
-"""A task's data set: deduplicated examples, split train / calibration / test by label."""
+"""A task's data set: deduplicated examples in the train / calibration / test split each input
+was given when it arrived (a fixed split: retrains and relabels never move an example)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from stillroom.registry import SHARES as SHARES  # re-exported: the shares belong to the store
 from stillroom.registry import Example, input_hash
-
-SHARES = (0.5, 0.3, 0.2)  # train, calibration, test
 
 
 @dataclass(frozen=True)
@@ -45,11 +45,39 @@ def dedupe(examples: Sequence[Example]) -> list[Item]:
     return [Item(e.input, e.output) for e in sorted(latest.values(), key=lambda e: e.id)]
 
 
+def stored_split(examples: Sequence[Example]) -> Split:
+    """`dedupe`d items in the splits stored with them. All rows of one input share a split (it
+    follows the input's hash), so a relabel changes an item's output, never its split. Items
+    keep the order their inputs first arrived in."""
+    latest: dict[str, Example] = {}
+    first: dict[str, int] = {}
+    for example in examples:
+        key = input_hash(example.input)
+        first[key] = min(first.get(key, example.id), example.id)
+        if key not in latest or (example.at, example.id) >= (latest[key].at, latest[key].id):
+            latest[key] = example
+    parts: dict[str, list[Item]] = {"train": [], "calibration": [], "test": []}
+    for key in sorted(latest, key=first.__getitem__):
+        example = latest[key]
+        parts[example.split].append(Item(example.input, example.output))
+    return Split(parts["train"], parts["calibration"], parts["test"])
+
+
+def cap_held_out(split: Split, calibration: int, test: int) -> Split:
+    """At most `calibration` and `test` held-out items (the earliest to arrive); the rest train.
+    Later arrivals only ever add to train, so a held-out item stays held out."""
+    return Split(
+        split.train + split.calibration[calibration:] + split.test[test:],
+        split.calibration[:calibration],
+        split.test[:test],
+    )
+
+
 def stratified_split(
     items: Sequence[Item], shares: tuple[float, float, float] = SHARES, seed: int = 0
 ) -> Split:
-    """Split each label's items by `shares`; a label's first item always goes to train, so
-    every label can be learned, and rounding is carried across labels to keep the totals."""
+    """Split each label's items by `shares` (for data sets with no stored split); a label's
+    first item always goes to train, and rounding is carried across labels to keep the totals."""
     rng = random.Random(seed)
     by_label: dict[str, list[Item]] = defaultdict(list)
     for item in items:

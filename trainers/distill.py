@@ -20,7 +20,7 @@ import numpy as np
 from stillroom.errors import TaskError
 from stillroom.manifest import write_manifest
 from stillroom.paths import PRIVATE_DIR, PRIVATE_FILE, Paths, private_dir
-from stillroom.registry import ModelVersion, Registry, Task
+from stillroom.registry import ModelVersion, Registry, Task, why_test_failed
 from stillroom.trainers.calibration import (
     Guarantee,
     check_on_test,
@@ -30,7 +30,7 @@ from stillroom.trainers.calibration import (
     nearest_distance,
 )
 from stillroom.trainers.classifier import STUDENT, train_head
-from stillroom.trainers.dataset import SHARES, Split, dedupe, stratified_split
+from stillroom.trainers.dataset import SHARES, Split, stored_split
 from stillroom.trainers.encoder import ENCODER_ID, Encoder
 from stillroom.trainers.setfit import ENCODER_DIR, EncoderChoice, choose_encoder
 
@@ -107,14 +107,23 @@ def distill_classifier(
     """Train, calibrate, test and register a new version of a classify task."""
     if task.kind != "classify":
         raise TaskError(f"{task.name} is a {task.kind} task; this student classifies")
-    items = dedupe(registry.examples(task))
+    split = stored_split(registry.examples(task))
+    items = split.train + split.calibration + split.test
     labels = Counter(item.output for item in items)
     if len(items) < 4 or len(labels) < 2:
         raise TaskError(
             f"{task.name} has {len(items)} distinct examples and {len(labels)} label(s);"
             " a classifier needs at least 4 examples and 2 labels"
         )
-    split = stratified_split(items)
+    # Splits are fixed when examples arrive (nothing moves to train to help a label), so a
+    # label with no training example cannot be predicted yet, and a head needs two labels.
+    learned = Counter(item.output for item in split.train)
+    if len(learned) < 2:
+        raise TaskError(
+            f"{task.name} has {len(split.train)} training example(s) with {len(learned)}"
+            " label(s) (each input's split is fixed when it arrives; about half train);"
+            " a classifier needs training examples of at least 2 labels: add more examples"
+        )
     started = time.perf_counter()
     progress(f"embedding {len(split.train)} training examples")
     scratch_in = private_dir(paths.models_dir / task.name)
@@ -172,13 +181,15 @@ def _finish(
     test_conf, test_correct, test_distance = score("test")
     guarantee = check_on_test(guarantee, test_conf, test_correct, test_distance)
     min_coverage = float(task.spec.get("min_coverage", DEFAULT_MIN_COVERAGE))
-    passed = guarantee.passed(min_coverage)
+    # A version its own test split contradicts never acts (the registry refuses it too).
+    passed = guarantee.passed(min_coverage) and why_test_failed(guarantee.to_dict()) is None
     labels = Counter(i.output for _, part in _parts(split) for i in part)
     own = choice.tuned is not None
     metrics = {
         "examples": sum(labels.values()),
         "split": split.sizes(),
         "labels": dict(labels.most_common()),
+        "unlearned_labels": sorted(set(labels) - {i.output for i in split.train}),
         "accuracy_calibration": _mean(cal_correct),
         "accuracy_test": _mean(test_correct),
         "train_seconds": round(trained_in, 3),

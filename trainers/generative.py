@@ -4,7 +4,6 @@ Unsloth, exported as GGUF, then judged and calibrated through llama.cpp as it wi
 
 from __future__ import annotations
 
-import random
 import shutil
 import tempfile
 import time
@@ -19,11 +18,11 @@ from stillroom.config import RuntimeConfig
 from stillroom.errors import TaskError
 from stillroom.manifest import write_manifest
 from stillroom.paths import Paths
-from stillroom.registry import Registry, Task
+from stillroom.registry import Registry, Task, why_test_failed
 from stillroom.service.engine import Engine
 from stillroom.trainers.calibration import check_on_test, fit_guarantee, fit_radius
 from stillroom.trainers.calibration import nearest_distance as distances
-from stillroom.trainers.dataset import SHARES, Item, Split, dedupe
+from stillroom.trainers.dataset import Item, Split, cap_held_out, dedupe, stored_split
 from stillroom.trainers.distill import (
     DEFAULT_MIN_COVERAGE,
     Distilled,
@@ -61,17 +60,6 @@ GENERATIVE_KINDS = ("extract", "generate")
 MAX_CALIBRATION, MAX_TEST = 300, 200
 
 
-def random_split(items: Sequence[Item], shares: tuple[float, float, float] = SHARES) -> Split:
-    """Train / calibration / test by shares (calibration and test capped), shuffled with a
-    fixed seed (outputs are mostly unique, so there are no labels to stratify by)."""
-    order = list(items)
-    random.Random(0).shuffle(order)
-    n_cal = min(MAX_CALIBRATION, round(len(order) * shares[1]))
-    n_test = min(MAX_TEST, round(len(order) * shares[2]))
-    calibration, test = order[:n_cal], order[n_cal : n_cal + n_test]
-    return Split(order[n_cal + n_test :], calibration, test)
-
-
 def instruction_of(task: Task) -> str:
     """What the student is told: the instruction as the user wrote it."""
     said = task.spec.get("instructions")
@@ -96,13 +84,16 @@ def distill_generative(
     if task.kind not in GENERATIVE_KINDS:
         raise TaskError(f"{task.name} is a {task.kind} task; this student generates text")
     runtime = runtime or RuntimeConfig()
-    items = dedupe(registry.examples(task))
+    examples = registry.examples(task)
+    items = dedupe(examples)
     if len(items) < MIN_EXAMPLES:
         raise TaskError(
             f"{task.name} has {len(items)} distinct examples; a generative student needs at"
             f" least {MIN_EXAMPLES}"
         )
-    split = random_split(items)
+    split = cap_held_out(stored_split(examples), MAX_CALIBRATION, MAX_TEST)
+    if not split.train:  # each input's split is fixed when it arrives: none of these train
+        raise TaskError(f"{task.name} has no training example yet; add more examples")
     schema = json_schema([i.output for i in items]) if task.kind == "extract" else None
     fields = choose_tagger(task, items, schema)
     number = registry.next_version(task)
@@ -286,7 +277,7 @@ def _calibrate(
     )
     guarantee = check_on_test(guarantee, *judged["test"])
     min_coverage = float(task.spec.get("min_coverage", DEFAULT_MIN_COVERAGE))
-    passed = guarantee.passed(min_coverage)
+    passed = guarantee.passed(min_coverage) and why_test_failed(guarantee.to_dict()) is None
     metrics = {
         "examples": sum(split.sizes().values()),
         "split": split.sizes(),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from stillroom.registry import ModelVersion, Task
+from stillroom.registry import TEST_FIX, ModelVersion, Task, why_test_failed
 
 
 def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any]) -> str:
@@ -32,6 +32,9 @@ def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any
         f"accuracy when forced to answer: {pct(m.get('accuracy_test'))} on test,"
         f" {pct(m.get('accuracy_calibration'))} on calibration",
     ]
+    failure = why_test_failed(g)
+    if failure is not None and version.status != "active":
+        lines.append(f"not active: {failure}; {TEST_FIX}")
     if g.get("threshold") is None:
         more = f" about {g['needed']} more labelled examples" if g.get("needed") else " better data"
         lines.append(f"guarantee: none holds yet; it always abstains. It needs{more}.")
@@ -65,6 +68,11 @@ def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any
     labels = m.get("labels", {})
     if labels:
         lines.append("labels: " + ", ".join(f"{k} ({v})" for k, v in labels.items()))
+    unlearned = m.get("unlearned_labels")
+    if unlearned:
+        lines.append(
+            "not yet learnable (no training example, so never predicted): " + ", ".join(unlearned)
+        )
     if task.spec.get("refused_targets"):
         lines.append(f"refused targets: {task.spec['refused_targets']}")
     lines.append("versions: " + ", ".join(f"v{v.version} {v.status}" for v in all_))

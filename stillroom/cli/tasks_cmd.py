@@ -18,7 +18,15 @@ from stillroom.errors import TaskError
 from stillroom.paths import Paths
 from stillroom.predictions import live_stats
 from stillroom.prompts import instruction_templates
-from stillroom.registry import KINDS, TASK_NAME, ModelVersion, Registry, Task
+from stillroom.registry import (
+    KINDS,
+    TASK_NAME,
+    TEST_FIX,
+    ModelVersion,
+    Registry,
+    Task,
+    why_test_failed,
+)
 from stillroom.store import Store
 
 # Teaching aims this high by default: 30% of it calibrates, and a 5% bound needs at least
@@ -110,6 +118,13 @@ def _set_state(name: str, state: str, said: str) -> None:
         registry = Registry(store)
         task = registry.task(name)
         if state == "active" and registry.active_version(task) is None:
+            versions = registry.versions(task)
+            failure = why_test_failed(versions[0].guarantee) if versions else None
+            if failure is not None:
+                raise TaskError(
+                    f"{name} has no accepted version to resume: v{versions[0].version} may not"
+                    f" act, {failure}; {TEST_FIX}"
+                )
             raise TaskError(f"{name} has no accepted version to resume")
         registry.update_task(task, state=state)
     wake_daemon()

@@ -209,3 +209,49 @@ def test_bad_examples_file_names_the_line(tmp_path: Path) -> None:
     assert result.stderr.strip() == (
         f'error: {examples}, line 2: expected {{"input": ..., "output": ...}}'
     )
+
+
+def test_a_version_its_test_split_contradicts_is_never_activated(tmp_path: Path) -> None:
+    from stillroom.registry import Registry
+    from stillroom.store import Store
+
+    home = tmp_path / "home"
+    examples = tmp_path / "few.jsonl"
+    examples.write_text("\n".join(json.dumps(r) for r in topic_examples(4)) + "\n")
+    assert run_cli("tasks", "new", "mine", "--examples", str(examples), home=home).returncode == 0
+    failed = {
+        "target": 0.05,
+        "threshold": 0.9,
+        "bound": 0.05,
+        "coverage": 0.6,
+        "answered": 80,
+        "errors": 0,
+        "test": {"test_size": 60, "answered": 44, "errors": 4, "error_rate": 4 / 44,
+                 "coverage": 44 / 60, "holds": False},
+    }  # fmt: skip
+    with Store(home / "data" / "stillroom.db") as store:
+        registry = Registry(store)
+        task = registry.task("mine")
+        version = registry.add_version(
+            task, 1, student="s", path=str(tmp_path), metrics={}, guarantee=failed
+        )
+        with store.transaction() as db:
+            db.execute(
+                "INSERT INTO proposals (task_id, version_id, evidence, state, at)"
+                " VALUES (?, ?, '{}', 'open', 0)",
+                (task.id, version.id),
+            )
+    why = (
+        "its test-split check failed (error 9.1% > bound 5.0% on 44 test answers);"
+        " more examples or a new version would fix it"
+    )
+    accepted = run_cli("proposals", "accept", "1", home=home)
+    assert accepted.returncode == 1
+    assert accepted.stderr.strip() == f"error: mine v1 cannot go active: {why}"
+    resumed = run_cli("tasks", "resume", "mine", home=home)
+    assert resumed.returncode == 1 and why in resumed.stderr
+    card = run_cli("tasks", "show", "mine", home=home).stdout
+    assert f"not active: {why}" in " ".join(card.split())
+    with Store(home / "data" / "stillroom.db") as store:
+        assert Registry(store).version(version.id).status == "candidate"
+        assert store.query("SELECT state FROM proposals")[0][0] == "open"

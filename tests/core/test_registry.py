@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sqlite3
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,31 @@ def test_a_version_and_its_task_state_are_registered_together(store: Store) -> N
     assert [v.path for v in registry.versions(task)] == ["/m/1"]
     assert registry.version(first.id).status == "active"
     assert registry.task("t").state == "ready"
+
+
+FAILED_TEST: dict[str, Any] = {
+    "bound": 0.05,
+    "threshold": 0.9,
+    "test": {"answered": 44, "errors": 4, "error_rate": 4 / 44, "holds": False},
+}
+
+
+def test_a_version_its_test_split_contradicts_never_goes_active(store: Store) -> None:
+    registry = Registry(store)
+    task = registry.create_task("t", "classify")
+    why = r"t v1 cannot go active: its test-split check failed \(error 9.1% > bound 5.0% on 44"
+    with pytest.raises(TaskError, match=why):
+        registry.add_version(
+            task, 1, student="s", path="/m/1", metrics={}, guarantee=FAILED_TEST, status="active"
+        )
+    assert registry.versions(task) == []
+    failed = registry.add_version(
+        task, 1, student="s", path="/m/1", metrics={}, guarantee=FAILED_TEST
+    )
+    with pytest.raises(TaskError, match="more examples or a new version would fix it"):
+        registry.set_status(failed.id, "active")
+    assert registry.version(failed.id).status == "candidate"
+    assert registry.set_status(failed.id, "shadow").status == "shadow"
+    held = {**FAILED_TEST, "test": {**FAILED_TEST["test"], "holds": True}}
+    good = registry.add_version(task, 2, student="s", path="/m/2", metrics={}, guarantee=held)
+    assert registry.set_status(good.id, "active").status == "active"

@@ -99,3 +99,39 @@ def test_pause_flag_shared_between_connections(store: Store) -> None:
     other.paused = False
     assert not store.paused
     other.close()
+
+
+def test_an_old_database_gets_a_fixed_split_for_each_example(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from stillroom.registry import Registry, input_hash, split_of
+
+    path = tmp_path / "old.db"
+    texts = [f"old example {i}" for i in range(200)]
+    with monkeypatch.context() as old:
+        old.setattr("stillroom.store.MIGRATIONS", [m for m in MIGRATIONS if m[0] < 4])
+        with Store(path) as before, before.transaction() as db:
+            db.execute(
+                "INSERT INTO tasks (name, kind, origin, spec, state, created, updated)"
+                " VALUES ('t', 'classify', 'user', '{}', 'new', 0, 0)"
+            )
+            for i, text in enumerate(texts):
+                for output in ("a", "b"):  # one input, two outputs: one split for both rows
+                    db.execute(
+                        "INSERT INTO examples (task_id, input, output, source, at, input_hash)"
+                        " VALUES (1, ?, ?, 'user', ?, ?)",
+                        (text, output, i, input_hash(text)),
+                    )
+    with Store(path) as after:
+        registry = Registry(after)
+        examples = registry.examples(registry.task("t"))
+    assert len(examples) == 400
+    assert all(e.split == split_of(input_hash(e.input)) for e in examples)
+    assert {e.split for e in examples} == {"train", "calibration", "test"}
+    # New rows for the same inputs join the split their old rows were given.
+    with Store(path) as again:
+        registry = Registry(again)
+        task = registry.task("t")
+        registry.add_examples(task, [(texts[0], "c", "correction", None)])
+        splits = {e.split for e in registry.examples(task) if e.input == texts[0]}
+    assert splits == {split_of(input_hash(texts[0]))}

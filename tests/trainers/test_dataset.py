@@ -1,18 +1,27 @@
-"""Data sets: dedupe keeps the latest answer; the split is stratified and keeps every label."""
+"""Data sets: dedupe keeps the latest answer; each input keeps the split it arrived in."""
 
 from __future__ import annotations
 
+import random
 from collections import Counter
 
-from stillroom.registry import Example
-from stillroom.trainers.dataset import Item, dedupe, stratified_split
+from stillroom.registry import Example, Registry
+from stillroom.store import Store
+from stillroom.trainers.dataset import (
+    Item,
+    Split,
+    cap_held_out,
+    dedupe,
+    stored_split,
+    stratified_split,
+)
 
 
 def test_dedupe_latest_answer_wins_and_whitespace_is_ignored() -> None:
     examples = [
-        Example(1, 1, "invoice  march.pdf", "Documents", "user", None, 10.0),
-        Example(2, 1, "photo.jpg", "Pictures", "user", None, 11.0),
-        Example(3, 1, "invoice march.pdf", "Documents/Invoices", "correction", None, 12.0),
+        Example(1, 1, "invoice  march.pdf", "Documents", "user", None, 10.0, "test"),
+        Example(2, 1, "photo.jpg", "Pictures", "user", None, 11.0, "train"),
+        Example(3, 1, "invoice march.pdf", "Documents/Invoices", "correction", None, 12.0, "test"),
     ]
     assert dedupe(examples) == [
         Item("photo.jpg", "Pictures"),
@@ -32,14 +41,64 @@ def test_split_is_stratified_disjoint_and_deterministic() -> None:
     assert stratified_split(items, seed=4) != split
 
 
-def test_random_split_caps_held_out_parts_so_large_tasks_train_on_more() -> None:
-    from stillroom.trainers.generative import random_split
-
-    small = random_split([Item(f"text {i}", f"out {i}") for i in range(100)])
-    assert small.sizes() == {"train": 50, "calibration": 30, "test": 20}
+def test_held_out_parts_are_capped_so_large_tasks_train_on_more() -> None:
     items = [Item(f"text {i}", f"out {i}") for i in range(1500)]
-    large = random_split(items)
-    assert large.sizes() == {"train": 1000, "calibration": 300, "test": 200}
-    assert large == random_split(items)  # deterministic
-    every = large.train + large.calibration + large.test
-    assert sorted(i.input for i in every) == sorted(i.input for i in items)
+    split = Split(items[:750], items[750:1200], items[1200:])
+    capped = cap_held_out(split, 300, 200)
+    assert capped.sizes() == {"train": 1000, "calibration": 300, "test": 200}
+    assert capped.calibration == items[750:1050] and capped.test == items[1200:1400]
+    assert sorted(i.input for i in capped.train + capped.calibration + capped.test) == sorted(
+        i.input for i in items
+    )
+    small = Split(items[:50], items[50:80], items[80:100])
+    assert cap_held_out(small, 300, 200) == small
+
+
+def topic_rows(n: int, seed: int = 0) -> list[tuple[str, str, str, None]]:
+    rng = random.Random(seed)
+    return [(f"note {rng.random():.12f}", f"label{i % 3}", "user", None) for i in range(n)]
+
+
+def test_shares_are_close_to_50_30_20(store: Store) -> None:
+    registry = Registry(store)
+    task = registry.create_task("t", "classify")
+    assert registry.add_examples(task, topic_rows(1000)) == 1000
+    sizes = stored_split(registry.examples(task)).sizes()
+    assert abs(sizes["train"] - 500) <= 50
+    assert abs(sizes["calibration"] - 300) <= 45
+    assert abs(sizes["test"] - 200) <= 40
+
+
+def test_relabelling_a_calibration_example_moves_nothing(store: Store) -> None:
+    registry = Registry(store)
+    task = registry.create_task("t", "classify")
+    registry.add_examples(task, topic_rows(200))
+    before = stored_split(registry.examples(task))
+    relabelled = before.calibration[0]
+    registry.add_examples(task, [(relabelled.input, "label9", "correction", None)])
+    after = stored_split(registry.examples(task))
+    assert after.train == before.train and after.test == before.test
+    assert [i.input for i in after.calibration] == [i.input for i in before.calibration]
+    assert after.calibration[0] == Item(relabelled.input, "label9")
+    assert after.calibration[1:] == before.calibration[1:]
+
+
+def test_an_input_always_lands_in_the_same_split(store: Store) -> None:
+    registry = Registry(store)
+    first, second = registry.create_task("a", "classify"), registry.create_task("b", "classify")
+    rows = topic_rows(60)
+    registry.add_examples(first, rows)
+    # The same inputs, re-added with other outputs and spacing, in another order, elsewhere.
+    again = [(f"  {text} ", "other", "teacher", None) for text, _, _, _ in reversed(rows)]
+    registry.add_examples(first, again)
+    registry.add_examples(second, again)
+    split_a = {" ".join(e.input.split()): e.split for e in registry.examples(first)}
+    split_b = {" ".join(e.input.split()): e.split for e in registry.examples(second)}
+    assert split_a == split_b and len(split_a) == 60
+    by_input: dict[str, set[str]] = {}
+    for e in registry.examples(first):
+        by_input.setdefault(" ".join(e.input.split()), set()).add(e.split)
+    assert all(len(splits) == 1 for splits in by_input.values())  # never straddles splits
+    parts = stored_split(registry.examples(first))
+    assert sum(parts.sizes().values()) == 60
+    assert {i.output for p in (parts.train, parts.calibration, parts.test) for i in p} == {"other"}
