@@ -180,17 +180,18 @@ class Registry:
 
     def add_examples(self, task: Task, rows: Iterable[tuple[str, str, str, int | None]]) -> int:
         """Add (input, output, source, event_id) rows; exact repeats are skipped. Each row's
-        split is fixed here, from its normalised input (`split_of`)."""
+        split is fixed here, once (`arrival_split`)."""
         added, now = 0, time.time()
         with self.store.transaction() as db:
             for text, output, source, event_id in rows:
                 if source not in SOURCES:
                     raise TaskError(f"example source {source!r}: one of {', '.join(SOURCES)}")
                 hashed = input_hash(text)
+                split = arrival_split(db, task, hashed, output)
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO examples (task_id, input, output, source, event_id,"
                     " at, input_hash, split) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (task.id, text, output, source, event_id, now, hashed, split_of(hashed)),
+                    (task.id, text, output, source, event_id, now, hashed, split),
                 )
                 added += cursor.rowcount
         return added
@@ -299,6 +300,27 @@ class Registry:
                 (status, time.time(), version_id),
             )
         return self.version(version_id)
+
+
+def arrival_split(db: sqlite3.Connection, task: Task, hashed: str, output: str) -> str:
+    """The split of an arriving example: its input's split when the task has seen the input
+    (a relabel or a repeat moves nothing), else a classify label's first example goes to
+    train (so every label can be learned, as a stratified split would), else `split_of`.
+    Decided before any student sees the example, and never changed after."""
+    row = db.execute(
+        "SELECT split FROM examples WHERE task_id = ? AND input_hash = ? LIMIT 1",
+        (task.id, hashed),
+    ).fetchone()
+    if row is not None:
+        return str(row[0])
+    if task.kind == "classify":
+        learned = db.execute(
+            "SELECT 1 FROM examples WHERE task_id = ? AND output = ? AND split = 'train' LIMIT 1",
+            (task.id, output),
+        ).fetchone()
+        if learned is None:
+            return SPLITS[0]
+    return split_of(hashed)
 
 
 def _may_act(guarantee: dict[str, Any], name: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 from collections import Counter
 
-from stillroom.registry import Example, Registry
+from stillroom.registry import Example, Registry, input_hash, split_of
 from stillroom.store import Store
 from stillroom.trainers.dataset import (
     Item,
@@ -94,7 +94,15 @@ def test_an_input_always_lands_in_the_same_split(store: Store) -> None:
     registry.add_examples(second, again)
     split_a = {" ".join(e.input.split()): e.split for e in registry.examples(first)}
     split_b = {" ".join(e.input.split()): e.split for e in registry.examples(second)}
-    assert split_a == split_b and len(split_a) == 60
+    assert len(split_a) == len(split_b) == 60
+    # An input lands where its hash says, but for its label's first example, which goes to
+    # train so that every label can be learned (label0-2 in the first task, "other" in the
+    # second); a repeat keeps the split its input arrived in.
+    firsts_a = {" ".join(text.split()) for text, _, _, _ in rows[:3]}
+    firsts_b = {" ".join(again[0][0].split())}
+    for splits, firsts in ((split_a, firsts_a), (split_b, firsts_b)):
+        for text, split in splits.items():
+            assert split == ("train" if text in firsts else split_of(input_hash(text))), text
     by_input: dict[str, set[str]] = {}
     for e in registry.examples(first):
         by_input.setdefault(" ".join(e.input.split()), set()).add(e.split)
@@ -102,3 +110,20 @@ def test_an_input_always_lands_in_the_same_split(store: Store) -> None:
     parts = stored_split(registry.examples(first))
     assert sum(parts.sizes().values()) == 60
     assert {i.output for p in (parts.train, parts.calibration, parts.test) for i in p} == {"other"}
+
+
+def test_a_labels_first_example_trains_and_stays_there(store: Store) -> None:
+    registry = Registry(store)
+    task = registry.create_task("t", "classify")
+    registry.add_examples(task, topic_rows(90))
+    held_out = [e for e in registry.examples(task) if e.split != "train"]
+    # Rare labels arrive later, each with one example whose hash alone would hold it out.
+    rare = [(e.input + " rare", f"rare{i}", "user", None) for i, e in enumerate(held_out[:5])]
+    rare = [r for r in rare if split_of(input_hash(r[0])) != "train"]
+    assert rare
+    registry.add_examples(task, rare)
+    trained = {i.output for i in stored_split(registry.examples(task)).train}
+    assert {output for _, output, _, _ in rare} <= trained
+    # A second example of a rare label lands by its hash; the first stays in train.
+    registry.add_examples(task, [(rare[0][0], "label0", "correction", None)])
+    assert Item(rare[0][0], "label0") in stored_split(registry.examples(task)).train
