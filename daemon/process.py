@@ -75,7 +75,9 @@ class Daemon:
         retention_job(store, lambda: self.config)
         self.notifier = make_notifier(self.config, self.paths.database, on_answered=self._answered)
         self.students = StudentClient()
-        feedback = Feedback(store, self.notifier, Path.home())
+        feedback = Feedback(
+            store, self.notifier, Path.home(), settle_days=self.config.feedback.settle_days
+        )
         dispatcher = Dispatcher(
             store,
             executor,

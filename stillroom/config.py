@@ -223,6 +223,18 @@ class ScheduleConfig(Model):
         return _clock(start), _clock(end)
 
 
+class FeedbackConfig(Model):
+    """How your own moves judge a task's automated ones."""
+
+    settle_days: float = Field(
+        7.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="Moving or undoing a file a task filed within this many days is a"
+        " correction; a move left alone this long counts as right.",
+    )
+
+
 class RetentionConfig(Model):
     days: int = Field(90, ge=1, description="Raw events older than this are deleted.")
     max_mb: int = Field(500, ge=1, description="Oldest raw events go first past this size.")
@@ -247,6 +259,7 @@ class Config(Model):
     retention: RetentionConfig = Field(default_factory=RetentionConfig)
     monitors: MonitorsConfig = Field(default_factory=MonitorsConfig)
     notifications: NotificationsConfig = Field(default_factory=NotificationsConfig)
+    feedback: FeedbackConfig = Field(default_factory=FeedbackConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
     _expand = field_validator("destinations", mode="before")(

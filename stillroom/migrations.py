@@ -163,4 +163,13 @@ MIGRATIONS: list[tuple[int, str, str]] = [
         CREATE INDEX examples_split ON examples(task_id, split);
         """,
     ),
+    (
+        5,
+        "actions: found by the file they put in place",
+        # A user's move of a file a task filed is a correction of that move (Store.actions_to);
+        # the index holds the same expression the query uses, so the lookup never scans.
+        """
+        CREATE INDEX actions_dst ON actions(json_extract(plan, '$.dst'), at);
+        """,
+    ),
 ]

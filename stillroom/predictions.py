@@ -28,6 +28,28 @@ class LiveStats:
         return None if not total else self.answered / total
 
 
+@dataclass(frozen=True)
+class MoveOutcomes:
+    """An active version's automated moves at one moment. A move is wrong once corrected or
+    undone, right once it settled (nobody did either in time) or the user confirmed it, and
+    open until then. `settled` counts the moves old enough that every outcome among them is
+    in, and `settled_wrong` the wrong ones among those."""
+
+    moves: int
+    wrong: int
+    right: int
+    settled: int
+    settled_wrong: int
+
+    @property
+    def open(self) -> int:
+        return self.moves - self.wrong - self.right
+
+    @property
+    def judged(self) -> int:
+        return self.wrong + self.right
+
+
 def record(
     store: Store,
     version_id: int,
@@ -94,3 +116,19 @@ def live_stats(
     judged = [r for r in answered if r[2] is not None or assume_right]
     errors = sum(1 for r in judged if r[2] is not None and r[2] != r[1])
     return LiveStats(len(answered), len(rows) - len(answered), len(judged), errors)
+
+
+def move_outcomes(store: Store, version_id: int, settled_before: float) -> MoveOutcomes:
+    """Outcomes of a version's active answers (its automated moves); those made at or before
+    `settled_before` have settled."""
+    wrong = "truth IS NOT NULL AND truth IS NOT answer"
+    row = store.query(
+        "SELECT COUNT(*),"
+        f" COALESCE(SUM({wrong}), 0),"
+        " COALESCE(SUM(truth = answer OR (truth IS NULL AND at <= ?)), 0),"
+        " COALESCE(SUM(at <= ?), 0),"
+        f" COALESCE(SUM(at <= ? AND {wrong}), 0)"
+        " FROM predictions WHERE version_id = ? AND mode = 'active' AND NOT abstained",
+        [settled_before, settled_before, settled_before, version_id],
+    )[0]
+    return MoveOutcomes(*(int(value) for value in row))

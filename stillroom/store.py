@@ -278,6 +278,19 @@ class Store:
         rows = self.query(sql + " ORDER BY id DESC LIMIT ?", [*args, limit])
         return [_action(r) for r in rows]
 
+    def actions_to(
+        self, dst: str, since: float, states: Iterable[str] | None = None
+    ) -> list[ActionRecord]:
+        """Actions made since then that put a file at `dst`, most recent first (an indexed
+        lookup, however long the journal)."""
+        sql = "SELECT * FROM actions WHERE json_extract(plan, '$.dst') = ? AND at >= ?"
+        args = list[Any]([dst, since])
+        if states is not None:
+            wanted = list(states)
+            sql += f" AND state IN ({', '.join('?' * len(wanted))})"
+            args += wanted
+        return [_action(r) for r in self.query(sql + " ORDER BY at DESC, id DESC", args)]
+
     def unfinished_actions(self) -> list[ActionRecord]:
         """Actions a crash left between journal and completion, oldest first."""
         return list(reversed(self.actions(limit=1_000_000, states=UNFINISHED)))
