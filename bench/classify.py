@@ -51,11 +51,11 @@ from classify_report import commit, machine, pct, summarise, summary_table, tabl
 from stillroom.errors import TaskError
 from stillroom.paths import Paths
 from stillroom.registry import Registry
+from stillroom.service.classifier import ClassifierStudent
+from stillroom.service.encoder import Encoder
 from stillroom.store import Store
 from stillroom.trainers.classifier import train_head
 from stillroom.trainers.distill import distill_classifier
-from stillroom.trainers.encoder import Encoder
-from stillroom.trainers.student import ClassifierStudent
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent

@@ -61,12 +61,13 @@ def run_one(
     from stillroom.config import RuntimeConfig
     from stillroom.paths import Paths
     from stillroom.registry import Registry
+    from stillroom.service.classifier import ClassifierStudent
     from stillroom.service.engine import Engine
+    from stillroom.service.judge import Thresholds, judge
+    from stillroom.service.student_models import load_student
     from stillroom.store import Store
     from stillroom.trainers.generative import distill_generative
-    from stillroom.trainers.judge import Thresholds, judge
     from stillroom.trainers.lora import LoraSettings
-    from stillroom.trainers.student import ClassifierStudent, load_student
 
     spec = TASKS[name]
     # A random sample, not the file's first rows: the train file is grouped by where its

@@ -14,6 +14,7 @@ TIERS: dict[str, list[list[str]]] = {
         ["footprint.py", "--files", "10000", "--idle", "60", "--burst", "5000"],
         ["monitors.py", "--seconds", "60"],
         ["classify.py", "--tier", "quick"],
+        ["guarantee_power.py"],
         ["gateway.py", "--rate", "100", "--seconds", "20"],
         ["gateway_tasks.py", "--n", "16", "--test", "1000"],
         ["runtime.py", "--out", str(HERE / "results" / "runtime.json")],
@@ -71,6 +72,7 @@ TIERS: dict[str, list[list[str]]] = {
             str(HERE / "results" / "monitors-full.json"),
         ],
         ["classify.py", "--tier", "full"],
+        ["guarantee_power.py", "--full"],
         [
             "gateway.py",
             "--rate",

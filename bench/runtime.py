@@ -2,7 +2,7 @@
 batch-1 answer latency, and LoRA adapter swaps on a resident base.
 
 A classify task is distilled from banking77 (gold intents as an ideal teacher) in a throwaway
-STILLROOM_HOME; then the student worker (`python -m stillroom.trainers.worker`) is started
+STILLROOM_HOME; then the student worker (`python -m stillroom.service.worker`) is started
 cold, with the runtime's encoder set to llama.cpp or to sentence-transformers, and timed from
 spawn to its first answer. Swaps use adapters of the shape a task gets (rank 16, all linear
 layers of SmolLM2-135M), random weights: swap time does not depend on what they learned.
@@ -34,9 +34,9 @@ def distilled_home(home: Path, labels: int, per_label: int) -> tuple[int, list[s
     os.environ["STILLROOM_HOME"] = str(home)
     from stillroom.paths import Paths
     from stillroom.registry import Registry
+    from stillroom.service.encoder import Encoder
     from stillroom.store import Store
     from stillroom.trainers.distill import distill_classifier
-    from stillroom.trainers.encoder import Encoder
 
     rows = load("banking77", "train")
     keep = sorted({label for _, label in rows})[:labels]
@@ -58,7 +58,7 @@ def cold_start(home: Path, encoder: str, version_id: int, text: str) -> dict[str
     env = {**os.environ, "STILLROOM_HOME": str(home), "PYTHONUNBUFFERED": "1"}
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "stillroom.trainers.worker"],
+        [sys.executable, "-m", "stillroom.service.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -105,8 +105,8 @@ def swaps(tmp: Path, count: int, rounds: int) -> dict[str, Any]:
     """Load `count` adapters on one base, then time switching between them and answering."""
     from safetensors.numpy import save_file
 
+    from stillroom.service.bases import base_gguf
     from stillroom.service.runtime import ModelCache
-    from stillroom.trainers.base_model import base_gguf
     from stillroom.trainers.gguf_lora import export_lora_gguf
     from stillroom.trainers.lora import LoraSettings
 

@@ -65,6 +65,7 @@ def _promote(
                 (task.id, row["id"]),
             )
     seen = _observed(store, detail)
+    train_only: list[tuple[str, str, str, int | None]] = []
     if family == "file":
         examples = [(o.input, o.outcome or "", "user", o.event_id) for _, o in seen]
         folder = next((r for e, _ in seen if (r := getattr(e.payload, "root", None))), None)
@@ -72,17 +73,30 @@ def _promote(
             task = registry.update_task(task, spec={**task.spec, "folder": folder})
         examples += existing_examples(existing)
     else:
-        examples = [
-            (variable_part(o.input), label_key(o.outcome or ""), "teacher", o.event_id)
-            for _, o in seen
+        rows = [
+            (e, (variable_part(o.input), label_key(o.outcome or ""), "teacher", o.event_id))
+            for e, o in seen
         ]
+        # Calls forwarded because the task's student abstained are harder than its traffic:
+        # they teach, but a bound calibrated on them would not speak of the calls it answers.
+        examples = [row for e, row in rows if not _abstained(e)]
+        train_only = [row for e, row in rows if _abstained(e)]
         spec = {**task.spec, **prompt_spec(row["signature"], detail, seen)}
         if spec != task.spec:
             task = registry.update_task(task, spec=spec)
     added = registry.add_examples(task, examples)
+    added += registry.add_examples(task, train_only, train_only=True)
     if added and task.state not in ("queued", "paused", "declined"):
         task = registry.update_task(task, state="queued")
     return task
+
+
+def _abstained(event: Event) -> bool:
+    """The call was forwarded because a student of its task abstained (see LLMCallPayload)."""
+    data = event.payload.model_dump()
+    while "abstained" not in data and isinstance(data.get("data"), dict):
+        data = data["data"]  # a GenericPayload keeps the stored JSON under `data`
+    return bool(data.get("abstained"))
 
 
 def _observed(store: Store, detail: dict[str, Any]) -> list[tuple[Event, Observation]]:

@@ -365,7 +365,7 @@ def run_detection(
     """Read the stored events, find the repeated tasks, save them as candidates."""
     detector = config.detector if isinstance(config, Config) else config
     if encoder is None:
-        from stillroom.trainers.encoder import Encoder
+        from stillroom.service.encoder import Encoder
 
         encoder = Encoder(store=store)
     found = find_candidates(observations_from_store(store), encoder, detector)

@@ -60,6 +60,8 @@ def review(store: Store, notifier: Notifier) -> list[Proposal]:
 def _review_one(
     store: Store, registry: Registry, task: Task, version: ModelVersion, notifier: Notifier
 ) -> Proposal | None:
+    if float(version.guarantee.get("bound", 1.0)) >= 1.0:
+        return None  # no bound yet: it only watches real calls until it has the examples
     failure = why_test_failed(version.guarantee)
     if failure is not None:  # it could never go active: stop watching it
         registry.set_status(version.id, "rejected")

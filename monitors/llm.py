@@ -35,6 +35,7 @@ class Exchange:
     latency_ms: float | None = None
     answered_by: AnsweredBy = "upstream"
     task: str | None = None
+    abstained: bool = False  # forwarded because the student abstained (see LLMCallPayload)
     at: float = field(default_factory=time.time)
 
 
@@ -74,6 +75,7 @@ def payload(exchange: Exchange, prices: Mapping[str, Price]) -> LLMCallPayload:
         cost_usd=_cost(exchange, prices, model, prompt, completion),
         answered_by=exchange.answered_by,
         task=exchange.task,
+        abstained=exchange.abstained,
     )
 
 

@@ -1,1 +1,2 @@
-"""Serving and acting: automation hooks now; the runtime and HTTP API build on them."""
+"""Serving and acting: the path that answers (the student worker, encoders, students, judging),
+the HTTP gateway and automation hooks. Imports neither `trainers` nor `daemon`."""

@@ -1,4 +1,4 @@
-"""The sentence encoder without torch: the GGUF from `trainers.gguf_encoder` run by llama.cpp.
+"""The sentence encoder without torch: the GGUF from `service.gguf_encoder` run by llama.cpp.
 
 Texts are normalised and split the way the Hugging Face BERT tokenizer does it before
 llama.cpp's WordPiece sees them, so the ids (and the embeddings, to ~1e-5) match
@@ -18,19 +18,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from stillroom.errors import ModelError
+from stillroom.service.gguf_encoder import (
+    KEY_MAX_SEQ_LENGTH,
+    KEY_MAX_WORD_CHARS,
+    KEY_SPECIAL_TOKENS,
+)
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
 
-# Written by stillroom.trainers.gguf_encoder (not imported: serving stays apart from training).
-KEY_MAX_SEQ_LENGTH = "stillroom.max_seq_length"
-KEY_SPECIAL_TOKENS = "stillroom.special_tokens"
-KEY_MAX_WORD_CHARS = "stillroom.max_word_chars"
 CONTEXT = 512  # the most tokens one llama.cpp call takes (one text of up to 512 tokens)
-# Texts are packed into one call up to this many tokens: packing saves the per-call thread
-# handoffs (2x faster on 2 busy cores), but every packed token attends to every other, and
-# past ~128 tokens that masked attention costs more than the calls it saves.
-PACK_TOKENS = 64
 WINDOW = 4096  # characters normalised and tokenized at a time
 # BERT's whitespace (Unicode White_Space less the control characters dropped before).
 WHITESPACE = frozenset(" \t\n\r\xa0\u1680\u2028\u2029\u202f\u205f\u3000") | frozenset(
@@ -83,11 +80,14 @@ def embed(llm: Any, texts: Sequence[str], max_tokens: int) -> NDArray[np.float32
     vocab = Vocab.of(llm)
     ids = [vocab.tokenize(llm, text, limit) for text in texts]
     rows = np.zeros((len(ids), dim), dtype=np.float32)
-    most = max(1, int(llama_cpp.llama_n_seq_max(llm.ctx)))
     batch = llama_cpp.llama_batch_init(capacity, 0, 1)
     try:
-        for start, stop in _packs([len(i) for i in ids], min(PACK_TOKENS, capacity), most):
-            rows[start:stop] = _encode(llm, batch, ids[start:stop], dim)
+        # One text per call. Packed beside others, a text's embedding moved by up to 1e-4
+        # (llama.cpp's kernels follow the batch's shape): an answer would depend on what was
+        # asked with it, and a student calibrated in bulk would not be the one that answers
+        # the gateway's single inputs. Packing saved about a fifth of the time on 1 thread.
+        for index, tokens in enumerate(ids):
+            rows[index] = _encode(llm, batch, tokens, dim)
     finally:
         llama_cpp.llama_batch_free(batch)
     norms = np.linalg.norm(rows, axis=1, keepdims=True)
@@ -231,37 +231,21 @@ def _is_cjk(code: int) -> bool:
     )
 
 
-def _packs(lengths: list[int], budget: int, max_sequences: int) -> Iterator[tuple[int, int]]:
-    """Consecutive runs of texts with at most `budget` tokens together (or one longer text)."""
-    start, used = 0, 0
-    for index, length in enumerate(lengths):
-        if index > start and (used + length > budget or index - start >= max_sequences):
-            yield start, index
-            start, used = index, 0
-        used += length
-    yield start, len(lengths)
-
-
-def _encode(llm: Any, batch: Any, sequences: list[list[int]], dim: int) -> NDArray[np.float32]:
+def _encode(llm: Any, batch: Any, tokens: list[int], dim: int) -> NDArray[np.float32]:
+    """The mean-pooled embedding of one text's token ids."""
     import llama_cpp
 
-    n = 0
-    for seq, tokens in enumerate(sequences):
-        for position, token in enumerate(tokens):
-            batch.token[n] = token
-            batch.pos[n] = position
-            batch.n_seq_id[n] = 1
-            batch.seq_id[n][0] = seq
-            batch.logits[n] = True  # embedding mode wants every token marked as an output
-            n += 1
-    batch.n_tokens = n
-    # An encoder keeps no cache between calls; positions restart at 0 for every sequence.
+    for position, token in enumerate(tokens):
+        batch.token[position] = token
+        batch.pos[position] = position
+        batch.n_seq_id[position] = 1
+        batch.seq_id[position][0] = 0
+        batch.logits[position] = True  # embedding mode wants every token marked as an output
+    batch.n_tokens = len(tokens)
+    # An encoder keeps no cache between calls; positions restart at 0 for every text.
     if llama_cpp.llama_encode(llm.ctx, batch) != 0:
-        raise ModelError("llama.cpp failed to encode a batch of texts")
-    out = np.empty((len(sequences), dim), dtype=np.float32)
-    for seq in range(len(sequences)):
-        pointer = llama_cpp.llama_get_embeddings_seq(llm.ctx, seq)
-        if not pointer:
-            raise ModelError("llama.cpp returned no pooled embedding (is pooling MEAN?)")
-        out[seq] = np.ctypeslib.as_array(pointer, shape=(dim,))
-    return out
+        raise ModelError("llama.cpp failed to encode a text")
+    pointer = llama_cpp.llama_get_embeddings_seq(llm.ctx, 0)
+    if not pointer:
+        raise ModelError("llama.cpp returned no pooled embedding (is pooling MEAN?)")
+    return np.ctypeslib.as_array(pointer, shape=(dim,)).copy()

@@ -38,8 +38,8 @@ class Engine:
     def encoder_file(self, source: Path | None = None) -> Path:
         """The GGUF of a sentence-transformers folder (default: the shared MiniLM), converted
         once and kept in the cache folder."""
-        from stillroom.trainers.encoder import encoder_path
-        from stillroom.trainers.gguf_encoder import encoder_gguf
+        from stillroom.service.encoder import encoder_path
+        from stillroom.service.gguf_encoder import encoder_gguf
 
         folder = Path(source) if source else encoder_path()
         key = str(folder)

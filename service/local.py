@@ -28,9 +28,9 @@ from stillroom.predictions import live_stats, record
 from stillroom.prompts import INPUT, PromptShape, label_key, prompt_shape
 from stillroom.registry import ModelVersion, Registry, Task
 from stillroom.service.gateway.answerer import Decision, LocalReply
+from stillroom.service.judge import Thresholds, judge
 from stillroom.service.students import Answer, StudentClient
 from stillroom.store import Store
-from stillroom.trainers.judge import Thresholds, judge
 
 log = logging.getLogger("stillroom.service")
 
@@ -83,6 +83,7 @@ class _Pending:
     text: str
     answer: Answer | None
     mode: str
+    uniform: bool = True  # False: forwarded because the student abstained (train only)
 
 
 class TaskAnswerer:
@@ -139,6 +140,7 @@ class TaskAnswerer:
         if pending is None or upstream_text is None:
             return
         entry, answer = pending.task, pending.answer
+        self._learn(entry, pending, upstream_text)
         truth = self._truth(entry, answer.answer if answer else None, upstream_text)
         if answer is not None and entry.active is not None:
             record(
@@ -157,6 +159,24 @@ class TaskAnswerer:
                 self.check(entry)
         if entry.shadow is not None:
             self._shadow(entry, entry.shadow, pending.text, upstream_text)
+
+    def _learn(self, entry: PromptTask, pending: _Pending, upstream_text: str) -> None:
+        """The provider's answer is one more example of the task: real input, so it may
+        calibrate, unless the call was forwarded because the student abstained (those calls
+        are harder than the task's traffic: they train only). A task still waiting for its
+        bound earns it this way, and one that answers keeps learning."""
+        output = label_key(upstream_text) if entry.task.kind == "classify" else upstream_text
+        if not output.strip():
+            return
+        try:
+            task = self.registry.task(entry.name)
+            added = self.registry.add_examples(
+                task, [(pending.text, output, "teacher", None)], train_only=not pending.uniform
+            )
+            if added and task.state == "needs-data" and self.registry.has_enough(task):
+                self.registry.update_task(task, state="queued")  # its bound may hold now
+        except TaskError as exc:
+            log.warning("%s: cannot keep the call as an example: %s", entry.name, exc)
 
     def _truth(self, entry: PromptTask, answer: str | None, upstream_text: str) -> str:
         """The provider's answer as the student's is compared with it: a label key for a
@@ -254,19 +274,23 @@ class TaskAnswerer:
         """The active version's answer: confident -> reply (or audit), else forward."""
         assert entry.active is not None
         version = entry.active
+        # The coin is flipped before the student speaks, so the audited calls are a uniform
+        # sample of the task's traffic, sure or not: only those may calibrate a retrain.
+        audit = self.rng.random() < self.config.gateway.audit_share
         try:
             (answer,) = self.students.predict(version.id, [shape.input])
         except ModelError as exc:
             log.warning("%s: %s", entry.name, exc)
             return Decision(task=entry.name, reason="student failed")
         if answer.abstained or answer.answer is None:
-            decision = Decision(task=entry.name, reason=abstain_reason(answer))
-            self._remember(decision, _Pending(entry, shape.input, answer, "active"))
+            why = "audit" if audit else abstain_reason(answer)
+            decision = Decision(task=entry.name, reason=why, abstained=not audit)
+            self._remember(decision, _Pending(entry, shape.input, answer, "active", audit))
             return decision
         reply = LocalReply(
             entry.name, version.version, entry.render(answer.answer), answer.confidence
         )
-        if self.rng.random() < self.config.gateway.audit_share:
+        if audit:
             decision = Decision(audit=reply, task=entry.name, reason="audit")
             self._remember(decision, _Pending(entry, shape.input, answer, "audit"))
             return decision

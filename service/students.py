@@ -1,4 +1,4 @@
-"""Talk to the student worker child (trainers/worker.py): the daemon's way to ask a student.
+"""Talk to the student worker child (service/worker.py): the daemon's way to ask a student.
 
 The child is started on first use and stopped after `idle_seconds` without a request, so the
 memory of torch and the encoder is held only while students are busy.
@@ -28,6 +28,7 @@ class Answer:
     abstained: bool
     reason: str | None
     best: str | None
+    distance: float | None = None  # to the nearest training input, where measured
 
 
 class StudentClient:
@@ -76,7 +77,7 @@ class StudentClient:
         if self._proc is not None and self._proc.poll() is None:
             return self._proc
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stillroom.trainers.worker"],
+            [sys.executable, "-m", "stillroom.service.worker"],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,

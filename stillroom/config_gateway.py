@@ -106,7 +106,12 @@ class GatewayConfig(Model):
         True, description="Pass the client's own Authorization header when no key is set."
     )
     audit_share: float = Field(
-        0.05, ge=0, le=1, description="Share of confident calls still forwarded as an audit."
+        0.05,
+        ge=0,
+        le=1,
+        description="Share of a task's calls drawn for an audit before its student answers:"
+        " forwarded, the model's answer checks the student's; a uniform sample of the task's"
+        " calls, so these (with the calls before it answered) calibrate its retrains.",
     )
     allowed_origins: list[str] = Field(
         default_factory=list,

@@ -67,6 +67,12 @@ class LLMCallPayload(Payload):
         "upstream", description="local: a student answered; audit: forwarded to check one."
     )
     task: str | None = Field(None, description="The learned task that matched, if any.")
+    abstained: bool = Field(
+        False,
+        description="Forwarded because the task's student was unsure or the input out of its"
+        " scope (and not drawn for an audit): not a uniform sample of the task's calls, so its"
+        " answer trains students but never calibrates their guarantee.",
+    )
     origin: str = Field("gateway", description="gateway, or where an imported call came from.")
 
 

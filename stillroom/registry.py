@@ -17,6 +17,9 @@ from stillroom.store import Store
 TASK_NAME = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 KINDS = ("classify", "extract", "generate")
 SOURCES = ("user", "teacher", "synthetic", "correction")
+# Sources whose inputs are the user's own, so the guarantee may speak of them: synthetic
+# inputs were written by a model and corrections are chosen by being errors; both only train.
+REAL_SOURCES = ("user", "teacher")
 DEFAULT_TARGET = 0.05
 SPLITS = ("train", "calibration", "test")
 SHARES = (0.5, 0.3, 0.2)  # of inputs in each split, in SPLITS order
@@ -100,8 +103,9 @@ def why_test_failed(guarantee: dict[str, Any]) -> str | None:
         return None
     rate, bound = test.get("error_rate"), guarantee.get("bound")
     return (
-        f"its test-split check failed (error {float(rate or 0):.1%} > bound"
-        f" {float(bound or 0):.1%} on {test.get('answered')} test answers)"
+        f"its test split proves its bound wrong (error {float(rate or 0):.1%} in"
+        f" {test.get('answered')} test answers, more than a {float(bound or 0):.1%} bound"
+        " allows at 95% confidence)"
     )
 
 
@@ -178,16 +182,26 @@ class Registry:
 
     # -- examples -------------------------------------------------------------------------
 
-    def add_examples(self, task: Task, rows: Iterable[tuple[str, str, str, int | None]]) -> int:
+    def add_examples(
+        self,
+        task: Task,
+        rows: Iterable[tuple[str, str, str, int | None]],
+        *,
+        train_only: bool = False,
+    ) -> int:
         """Add (input, output, source, event_id) rows; exact repeats are skipped. Each row's
-        split is fixed here, once (`arrival_split`)."""
+        split is fixed here, once (`arrival_split`). `train_only` rows were not drawn
+        uniformly from the task's real inputs (calls forwarded because its student was
+        unsure, corrections): they may teach, never calibrate or test."""
         added, now = 0, time.time()
         with self.store.transaction() as db:
             for text, output, source, event_id in rows:
                 if source not in SOURCES:
                     raise TaskError(f"example source {source!r}: one of {', '.join(SOURCES)}")
                 hashed = input_hash(text)
-                split = arrival_split(db, task, hashed, output)
+                split = arrival_split(
+                    db, task, hashed, output, held_out=not train_only and source in REAL_SOURCES
+                )
                 cursor = db.execute(
                     "INSERT OR IGNORE INTO examples (task_id, input, output, source, event_id,"
                     " at, input_hash, split) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -207,6 +221,20 @@ class Registry:
     def count_examples(self, task: Task) -> int:
         rows = self.store.query("SELECT COUNT(*) FROM examples WHERE task_id = ?", [task.id])
         return int(rows[0][0])
+
+    def has_enough(self, task: Task) -> bool:
+        """Whether a task waiting for data now holds as many distinct inputs as its newest
+        version's card said it needed (True before any version)."""
+        versions = self.versions(task)
+        if not versions:
+            return True
+        needed = versions[0].guarantee.get("needed")
+        if needed is None:  # more of the same would not help: wait for a correction or a user
+            return False
+        rows = self.store.query(
+            "SELECT COUNT(DISTINCT input_hash) FROM examples WHERE task_id = ?", [task.id]
+        )
+        return int(rows[0][0]) >= int(versions[0].metrics.get("examples", 0)) + int(needed)
 
     # -- model versions -------------------------------------------------------------------
 
@@ -302,17 +330,36 @@ class Registry:
         return self.version(version_id)
 
 
-def arrival_split(db: sqlite3.Connection, task: Task, hashed: str, output: str) -> str:
+def first_status(task: Task, passed: bool, guarantee: dict[str, Any]) -> str:
+    """The status a freshly distilled version starts in. Passed: a task made by hand is the
+    user's own request and goes live (`active`); tasks stillroom found itself answer silently
+    (`shadow`) until the user accepts. Not passed only for want of real examples (no threshold
+    yet, more data would help) on a task the gateway can match: `shadow`, so it watches real
+    calls, whose answers become its examples until its bound can hold. Else `candidate`."""
+    if passed:
+        return "active" if task.origin == "user" else "shadow"
+    waiting = guarantee.get("threshold") is None and guarantee.get("needed") is not None
+    if waiting and task.spec.get("templates") and why_test_failed(guarantee) is None:
+        return "shadow"
+    return "candidate"
+
+
+def arrival_split(
+    db: sqlite3.Connection, task: Task, hashed: str, output: str, *, held_out: bool = True
+) -> str:
     """The split of an arriving example: its input's split when the task has seen the input
-    (a relabel or a repeat moves nothing), else a classify label's first example goes to
-    train (so every label can be learned, as a stratified split would), else `split_of`.
-    Decided before any student sees the example, and never changed after."""
+    (a relabel or a repeat moves nothing), else train when it may not be `held_out` (not a
+    real input drawn uniformly: see `REAL_SOURCES`), else a classify label's first example
+    goes to train (so every label can be learned, as a stratified split would), else
+    `split_of`. Decided before any student sees the example, and never changed after."""
     row = db.execute(
         "SELECT split FROM examples WHERE task_id = ? AND input_hash = ? LIMIT 1",
         (task.id, hashed),
     ).fetchone()
     if row is not None:
         return str(row[0])
+    if not held_out:
+        return SPLITS[0]
     if task.kind == "classify":
         learned = db.execute(
             "SELECT 1 FROM examples WHERE task_id = ? AND output = ? AND split = 'train' LIMIT 1",

@@ -1,1 +1,2 @@
-"""Distillation: data sets, students, training and evaluation (run in child processes)."""
+"""Distillation: data sets, training and calibration (run in child processes); students are
+calibrated through `service`'s answering path, exactly as they will serve."""

@@ -2,29 +2,33 @@
 
 Learn-then-Test on the calibration split: walk confidence thresholds from the most confident
 down, bound the error among answered inputs with a one-sided Clopper-Pearson bound, and stop
-at the first threshold whose bound exceeds the target. Inputs far from every training input
-(cosine distance beyond a radius) are out of scope and never answered.
+at the first threshold whose bound exceeds the target. Which thresholds the walk tests, and
+from where, is planned before any calibration label is read (from the confidences, or from
+held-out training data), so the walk stays a fixed sequence. Inputs far from every training
+input (cosine distance beyond a radius) are out of scope and never answered.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 from scipy import stats
 
+from stillroom.binomial import breaks_bound
+from stillroom.service.scope import MAX_DISTANCE, nearest_distance
+
 RADIUS_SLACK = 1.1
-MAX_DISTANCE = 2.0  # cosine distance between opposite unit vectors
 NEEDED_SHARES = (0.5, 0.25, 0.1)  # confident shares examples_needed extrapolates from
 LOW_COVERAGE = 0.25  # below this the guarantee is too narrow to be useful: say what would help
-_CHUNK_CELLS = 1 << 22  # similarity cells per chunk in nearest_distance (32 MiB of float64)
-_FEW_ROWS = 64  # queries this small run their matrix product on one BLAS thread
+PLAN_SCALES = (1.0, 2.0, 4.0)  # the walk is planned as if errors were this many times likelier
+PLAN_RUNS = (50, 100)  # simulated calibration sets when planning: at least, at most
+PLAN_CELLS = 250_000  # simulated items when planning (bounds its memory to ~4 MB)
+PLATT_STEPS, PLATT_RIDGE = 25, 1e-3
 
 
 def clopper_pearson_upper(errors: int, n: int, delta: float = 0.05) -> float:
@@ -112,22 +116,28 @@ def fit_guarantee(
     distance: ArrayLike | None = None,
     radius: float | None = None,
     calibration_share: float = 0.25,
+    reference: tuple[ArrayLike, ArrayLike] | None = None,
+    walk: Literal["planned", "ladder", "every"] = "planned",
 ) -> Guarantee:
-    """Choose the threshold on the calibration split by fixed-sequence testing."""
+    """Choose the threshold on the calibration split by fixed-sequence testing.
+
+    `reference`: (confidence, correct) of held-out TRAINING inputs (out-of-fold), if any;
+    it only helps plan which thresholds to test, and never sees a calibration label.
+    `walk` fixes the sequence instead of planning it: "every" threshold from the first
+    testable one (the walk before 2026-12-03), or the whole "ladder" from its lowest rung.
+    """
     conf, right, scope = _inputs(confidence, correct, distance, radius)
     size = len(conf)
     order = np.argsort(-conf[scope], kind="stable")
     conf_sorted, wrong_sorted = conf[scope][order], ~right[scope][order]
     # Candidate thresholds are the distinct confidences; ties are answered together, so each
-    # candidate's counts are taken at the last item of its tie group.
-    last = np.flatnonzero(np.diff(conf_sorted, append=-np.inf))
+    # candidate's counts are taken at the last item of its tie group. The sequence to test is
+    # planned from confidences (and the reference) alone, never from correctness, so it is
+    # still fixed in advance of the labels it is tested on.
+    last = _plan(conf_sorted, _allowed_errors(len(conf_sorted), target, delta), reference, walk)
     answered = last + 1
     errors = np.cumsum(wrong_sorted)[last]
-    # Thresholds answering fewer than min_answered items cannot pass even with zero errors:
-    # they are untestable at this sample size, not failed. Which thresholds those are depends
-    # only on the confidences, not on correctness, so the sequence is still fixed in advance.
-    testable = answered >= min_answered(target, delta)
-    answered, errors, thresholds = answered[testable], errors[testable], conf_sorted[last][testable]
+    thresholds = conf_sorted[last]
     bounds = _cp_upper(errors, answered, delta)
     # Fixed sequence: the first failing threshold ends the walk (the bounds are computed at
     # once only for speed). Lower thresholds count for nothing, even where one would pass
@@ -163,6 +173,107 @@ def fit_guarantee(
     return guarantee
 
 
+def _allowed_errors(n_max: int, target: float, delta: float) -> NDArray[np.int64]:
+    """For 0..n_max answered items, the most errors whose bound is <= target (-1: none)."""
+    return _allowed_table(max(64, 1 << n_max.bit_length()), target, delta)[: n_max + 1]
+
+
+@functools.cache
+def _allowed_table(n_max: int, target: float, delta: float) -> NDArray[np.int64]:
+    n = np.arange(n_max + 1)
+    # P(Binomial(n, target) <= e) <= delta exactly when the bound at e errors is <= target;
+    # the binomial quantile lands on that e or one above it.
+    most = stats.binom.ppf(delta, n, target)
+    too_many = _cp_upper(most, n, delta) > target
+    table: NDArray[np.int64] = (most - too_many).astype(np.int64)
+    table.flags.writeable = False  # shared by every later call
+    return table
+
+
+def _plan(
+    conf_sorted: NDArray[np.float64],
+    allowed: NDArray[np.int64],
+    reference: tuple[ArrayLike, ArrayLike] | None,
+    walk: str = "planned",
+) -> NDArray[np.intp]:
+    """The tie-group ends to test, in order: every threshold from the first testable one, or
+    a ladder that tests only where one more error becomes allowed (a local cluster of errors
+    then costs one rung, not the walk), from whichever rung a simulation expects to answer
+    the most. The simulation draws correctness from the confidences' error estimate, as is
+    and two and four times over (overconfident scores should not lure it too far down)."""
+    ends = np.flatnonzero(np.diff(conf_sorted, append=-np.inf))
+    # Thresholds answering fewer than min_answered items cannot pass even with zero errors:
+    # they are untestable at this sample size, not failed.
+    steps = ends[allowed[ends + 1] >= 0]
+    if len(steps) == 0 or walk == "every":
+        return steps
+    # Rung e: the first threshold answering enough items for e errors to pass; the last rung
+    # answers every in-scope item.
+    fewest = np.searchsorted(allowed, np.arange(int(allowed[-1]) + 1))
+    first_ends = np.r_[np.searchsorted(ends + 1, fewest), len(ends) - 1]
+    rungs: NDArray[np.intp] = ends[np.unique(first_ends)]
+    if walk == "ladder":
+        return rungs
+    p_wrong = _error_estimate(conf_sorted, reference)
+    runs = int(np.clip(PLAN_CELLS // len(conf_sorted), PLAN_RUNS[0], PLAN_RUNS[1]))
+    draws = np.random.default_rng(0).random((runs, len(conf_sorted)))  # seeded: reproducible
+    ladder, every = np.zeros(len(rungs)), 0.0
+    for scale in PLAN_SCALES:
+        errors = np.cumsum(draws < np.minimum(1.0, scale * p_wrong), axis=1, dtype=np.int32)
+        ladder += _expected_answered(errors[:, rungs] <= allowed[rungs + 1], rungs)
+        first = _expected_answered(errors[:, steps] <= allowed[steps + 1], steps, start_only=True)
+        every += first[0]
+    start = int(np.argmax(ladder))  # the first of equals: with no evidence, the lowest rung
+    return steps if every > ladder[start] else rungs[start:]
+
+
+def _expected_answered(
+    passes: NDArray[np.bool_], sequence: NDArray[np.intp], start_only: bool = False
+) -> NDArray[np.float64]:
+    """Mean items answered over simulated runs (rows: which steps of `sequence` pass) when
+    the walk starts at each step of `sequence` (or only at its first)."""
+    steps = np.arange(len(sequence))
+    failed = np.where(passes, len(sequence), steps)
+    if start_only:
+        next_failure = failed.min(axis=1, keepdims=True)
+        steps = steps[:1]
+    else:  # for each start, the first failure at or after it
+        next_failure = np.minimum.accumulate(failed[:, ::-1], axis=1)[:, ::-1]
+    reached = np.where(next_failure > steps, sequence[np.maximum(next_failure - 1, 0)] + 1, 0)
+    mean: NDArray[np.float64] = reached.mean(axis=0)
+    return mean
+
+
+def _error_estimate(
+    conf_sorted: NDArray[np.float64], reference: tuple[ArrayLike, ArrayLike] | None
+) -> NDArray[np.float64]:
+    """Each item's chance of being wrong: 1 - confidence, or with `reference`, a logistic
+    fit of correctness on the logit of confidence there (Platt scaling)."""
+    if reference is None:
+        return np.clip(1.0 - conf_sorted, 0.0, 1.0)
+    ref_conf, ref_right, _ = _inputs(reference[0], reference[1], None, None)
+    if len(ref_right) == 0 or ref_right.all() or not ref_right.any():
+        rate = (np.sum(~ref_right) + 0.5) / (len(ref_right) + 1.0)  # Jeffreys: never 0 or 1
+        return np.full(len(conf_sorted), rate)
+    x, y = _logit(ref_conf), ref_right.astype(np.float64)
+    a, b = 1.0, 0.0
+    for _ in range(PLATT_STEPS):  # Newton's method; a little ridge keeps it finite if separable
+        p = 1.0 / (1.0 + np.exp(-(a * x + b)))
+        w = p * (1.0 - p)
+        grad = np.array([np.dot(p - y, x) + PLATT_RIDGE * a, np.sum(p - y) + PLATT_RIDGE * b])
+        hess = np.array([[np.dot(w, x * x), np.dot(w, x)], [np.dot(w, x), np.sum(w)]])
+        step = np.linalg.solve(hess + PLATT_RIDGE * np.eye(2), grad)
+        a, b = a - step[0], b - step[1]
+    wrong: NDArray[np.float64] = 1.0 / (1.0 + np.exp(a * _logit(conf_sorted) + b))
+    return wrong
+
+
+def _logit(p: NDArray[np.float64]) -> NDArray[np.float64]:
+    q = np.clip(p, 1e-6, 1.0 - 1e-6)
+    out: NDArray[np.float64] = np.log(q / (1.0 - q))
+    return out
+
+
 def check_on_test(
     guarantee: Guarantee,
     confidence: ArrayLike,
@@ -184,7 +295,9 @@ def check_on_test(
         coverage=answered / len(conf) if len(conf) else 0.0,
         error_rate=rate,
         bound=clopper_pearson_upper(errors, answered, guarantee.delta),
-        holds=rate is None or rate <= guarantee.bound,
+        # Only a test split that proves the bound wrong (at 95%) fails it: a point estimate
+        # above the bound on a few dozen answers is what chance does to a sound version.
+        holds=not breaks_bound(errors, answered, guarantee.bound),
     )
     return replace(guarantee, test=check)
 
@@ -244,21 +357,6 @@ def _smallest_n(rate: float, target: float, delta: float) -> int:
     return high
 
 
-def nearest_distance(train_vectors: ArrayLike, vectors: ArrayLike) -> NDArray[np.float64]:
-    """Cosine distance (1 - max similarity) from each row of `vectors` to any training row."""
-    train, query = _unit_rows(train_vectors), _unit_rows(vectors)
-    out = np.full(len(query), np.inf)  # with no training rows everything is out of scope
-    if len(train) == 0:
-        return out
-    step = max(1, _CHUNK_CELLS // len(train))  # bounds memory: 10k x 10k never sits in RAM
-    with _one_blas_thread() if len(query) <= _FEW_ROWS else contextlib.nullcontext():
-        for start in range(0, len(query), step):
-            similarity = query[start : start + step] @ train.T
-            out[start : start + step] = 1.0 - similarity.max(axis=1)
-    clipped: NDArray[np.float64] = np.clip(out, 0.0, MAX_DISTANCE)  # rounding can leave [0, 2]
-    return clipped
-
-
 def fit_radius(train_vectors: ArrayLike, cal_vectors: ArrayLike, quantile: float = 0.99) -> float:
     """The out-of-scope radius: a high quantile of calibration distances, with some slack."""
     distance = nearest_distance(train_vectors, cal_vectors)
@@ -269,30 +367,6 @@ def fit_radius(train_vectors: ArrayLike, cal_vectors: ArrayLike, quantile: float
     # like them would still land just past it; 10% slack keeps those in scope, while inputs
     # unlike anything trained on sit far beyond it.
     return float(min(np.quantile(distance, quantile) * RADIUS_SLACK, MAX_DISTANCE))
-
-
-@functools.cache
-def _blas_controller() -> Any:
-    from threadpoolctl import ThreadpoolController
-
-    return ThreadpoolController()  # scanning the loaded libraries costs a few ms: once
-
-
-@contextlib.contextmanager
-def _one_blas_thread() -> Iterator[None]:
-    """A one-input product is too small to split, and with torch's threads already busy in
-    the same process, BLAS threads waking for it turned a 11 ms answer into a 90 ms p95."""
-    with _blas_controller().limit(limits=1, user_api="blas"):
-        yield
-
-
-def _unit_rows(vectors: ArrayLike) -> NDArray[np.float64]:
-    rows = np.asarray(vectors, dtype=np.float64)
-    if rows.ndim == 1:  # one vector, or an empty list
-        rows = rows.reshape(1, -1) if rows.size else rows.reshape(0, 0)
-    norms = np.linalg.norm(rows, axis=1, keepdims=True)
-    out: NDArray[np.float64] = rows / np.where(norms > 0, norms, 1.0)
-    return out
 
 
 def _inputs(

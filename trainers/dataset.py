@@ -8,8 +8,18 @@ from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
 from stillroom.registry import SHARES as SHARES  # re-exported: the shares belong to the store
 from stillroom.registry import Example, input_hash
+
+# Cosine distance within which the encoder cannot tell two inputs apart (case, spacing,
+# tokenisation): such a held-out input is a copy of a training one and would only flatter the
+# bound. Files a digit apart in name ("invoice_01.pdf", "invoice_02.pdf": 0.007 as names,
+# closer still with their features) stay: they are distinct inputs the user really gets, as
+# live traffic does; so do a changed full stop (0.04) or a typo (0.17).
+NEAR_COPY = 5e-4
 
 
 @dataclass(frozen=True)
@@ -102,3 +112,11 @@ def stratified_split(
     for part in (train, calibration, test):
         rng.shuffle(part)
     return Split(train, calibration, test)
+
+
+def apart_from_train(distance: ArrayLike) -> NDArray[np.bool_]:
+    """Which held-out inputs (by cosine distance to the nearest training input) may judge a
+    student: all but the near-copies of a training input (exact copies never reach here,
+    since all rows of one input share a split)."""
+    kept: NDArray[np.bool_] = np.asarray(distance, dtype=np.float64) > NEAR_COPY
+    return kept

@@ -8,31 +8,44 @@ import signal
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from stillroom.config import RuntimeConfig
 from stillroom.errors import TaskError
 from stillroom.manifest import write_manifest
 from stillroom.paths import PRIVATE_DIR, PRIVATE_FILE, Paths, private_dir
-from stillroom.registry import ModelVersion, Registry, Task, why_test_failed
+from stillroom.registry import ModelVersion, Registry, Task, first_status, why_test_failed
+from stillroom.service.classifier import (
+    ENCODER_DIR,
+    STUDENT,
+    ClassifierStudent,
+    Scores,
+    embedding_engine,
+)
+from stillroom.service.encoder import ENCODER_ID, Encoder
+from stillroom.service.engine import Engine
+from stillroom.store import Store
+from stillroom.trainers.budget import task_delta
 from stillroom.trainers.calibration import (
     Guarantee,
     check_on_test,
     fit_guarantee,
     fit_radius,
     min_answered,
-    nearest_distance,
 )
-from stillroom.trainers.classifier import STUDENT, train_head
-from stillroom.trainers.dataset import SHARES, Split, stored_split
-from stillroom.trainers.encoder import ENCODER_ID, Encoder
-from stillroom.trainers.setfit import ENCODER_DIR, EncoderChoice, choose_encoder
+from stillroom.trainers.classifier import train_head
+from stillroom.trainers.dataset import SHARES, Item, Split, apart_from_train, stored_split
+from stillroom.trainers.setfit import EncoderChoice, choose_encoder
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
 
 DEFAULT_MIN_COVERAGE = 0.25
 STOPPED_EXIT = 128 + signal.SIGTERM  # 143, as a shell reports a process SIGTERM ended
@@ -103,8 +116,10 @@ def distill_classifier(
     encoder: Encoder,
     paths: Paths,
     progress: Progress = lambda _: None,
+    runtime: RuntimeConfig | None = None,
 ) -> Distilled:
-    """Train, calibrate, test and register a new version of a classify task."""
+    """Train, calibrate, test and register a new version of a classify task; calibrated as
+    `runtime` (default: the default config's) will serve it."""
     if task.kind != "classify":
         raise TaskError(f"{task.name} is a {task.kind} task; this student classifies")
     split = stored_split(registry.examples(task))
@@ -134,10 +149,12 @@ def distill_classifier(
             encoder,
             Path(scratch),
             progress,
-            can_guarantee=len(split.calibration) >= min_answered(task.target),
+            can_guarantee=len(split.calibration)
+            >= min_answered(task.target, task_delta(registry.next_version(task))),
         )
         try:
-            return _finish(registry, task, split, choice, paths, started, progress)
+            runtime = runtime or RuntimeConfig()
+            return _finish(registry, task, split, choice, paths, started, progress, runtime)
         finally:
             choice.release()
 
@@ -150,73 +167,93 @@ def _finish(
     paths: Paths,
     started: float,
     progress: Progress,
+    runtime: RuntimeConfig,
 ) -> Distilled:
-    """Train the final head on the whole train split with the chosen encoder, calibrate,
-    test, and write and register the version (moving a tuned encoder into it)."""
-    encoder = choice.encoder
-    vectors = {name: encoder.encode([i.input for i in part]) for name, part in _parts(split)}
+    """Train the final head on the whole train split with the chosen encoder, write it into
+    the version's folder (moving a tuned encoder there), then calibrate, test and register
+    the student that folder serves, as it will serve."""
     progress(f"training the head on {len(split.train)} examples")
-    head = train_head(vectors["train"], [i.output for i in split.train])
+    train = choice.encoder.encode([i.input for i in split.train])
+    head = train_head(train, [i.output for i in split.train])
     trained_in = time.perf_counter() - started
-
-    def score(name: str) -> tuple[Any, Any, Any]:
-        part = dict(_parts(split))[name]
-        probs = head.probabilities(vectors[name])
-        answers = [head.labels[j] for j in probs.argmax(axis=1)] if len(part) else []
-        correct = np.array([a == i.output for a, i in zip(answers, part, strict=True)], dtype=bool)
-        distance = nearest_distance(head.train_vectors, vectors[name])
-        return probs.max(axis=1) if len(part) else np.zeros(0), correct, distance
-
-    progress("calibrating the guarantee")
-    cal_conf, cal_correct, cal_distance = score("calibration")
-    radius = fit_radius(head.train_vectors, vectors["calibration"])
-    guarantee = fit_guarantee(
-        cal_conf,
-        cal_correct,
-        target=task.target,
-        distance=cal_distance,
-        radius=radius,
-        calibration_share=SHARES[1],
-    )
-    test_conf, test_correct, test_distance = score("test")
-    guarantee = check_on_test(guarantee, test_conf, test_correct, test_distance)
-    min_coverage = float(task.spec.get("min_coverage", DEFAULT_MIN_COVERAGE))
-    # A version its own test split contradicts never acts (the registry refuses it too).
-    passed = guarantee.passed(min_coverage) and why_test_failed(guarantee.to_dict()) is None
-    labels = Counter(i.output for _, part in _parts(split) for i in part)
     own = choice.tuned is not None
-    metrics = {
-        "examples": sum(labels.values()),
-        "split": split.sizes(),
-        "labels": dict(labels.most_common()),
-        "unlearned_labels": sorted(set(labels) - {i.output for i in split.train}),
-        "accuracy_calibration": _mean(cal_correct),
-        "accuracy_test": _mean(test_correct),
-        "train_seconds": round(trained_in, 3),
-        "min_coverage": min_coverage,
-        **choice.metrics,
-    }
     number = registry.next_version(task)
-    committing()  # writing and registering take well under a second: a SIGTERM waits
     folder = fresh_version_folder(paths.models_dir / task.name / f"v{number}")
+    written = {
+        "task": task.name,
+        "kind": task.kind,
+        "version": number,
+        "student": STUDENT,
+        "base": ENCODER_ID,
+        "encoder": "own" if own else "shared",
+    }
+    engine = Engine(paths, runtime)
+    student: ClassifierStudent | None = None
     try:
         if choice.tuned is not None:
             _move_private(choice.tuned, folder / ENCODER_DIR)
         head.save(folder, {"encoder": ENCODER_DIR if own else ENCODER_ID, "base": ENCODER_ID})
-        write_manifest(
-            folder,
-            task=task.name,
-            kind=task.kind,
+        write_manifest(folder, **written)
+        # Calibrated as served: the worker's class reads the head back (its training inputs'
+        # embeddings in float16) and embeds with the backend `runtime` serves with.
+        draft = ModelVersion(
+            id=0,
+            task_id=task.id,
             version=number,
             student=STUDENT,
-            base=ENCODER_ID,
-            encoder="own" if own else "shared",
-            metrics=metrics,
-            guarantee=guarantee.to_dict(),
+            path=str(folder),
+            status="candidate",
+            metrics={},
+            guarantee={},  # none yet: the draft is only scored, never asked to answer
+            created=0,
+            updated=0,
         )
-        # A task made by hand is the user's own request: it goes live once its guarantee holds.
-        # Tasks stillroom found itself answer silently (shadow) until the user accepts.
-        status = ("active" if task.origin == "user" else "shadow") if passed else "candidate"
+        student = ClassifierStudent(draft)
+        embed = embedding_engine(engine, runtime)
+        progress("calibrating the guarantee")
+        cal = score_as_served(student, split.calibration, registry.store, embed)
+        test = score_as_served(student, split.test, registry.store, embed)
+        # Held-out inputs the encoder cannot tell from a training input judge nothing.
+        cal_kept = apart_from_train(cal.scores.distance)
+        test_kept = apart_from_train(test.scores.distance)
+        guarantee = fit_guarantee(
+            cal.scores.confidence[cal_kept],
+            cal.correct[cal_kept],
+            target=task.target,
+            delta=task_delta(number),  # the task's budget, shared by all its versions
+            distance=cal.scores.distance[cal_kept],
+            radius=fit_radius(student.head.train_vectors, cal.vectors),
+            calibration_share=SHARES[1],
+        )
+        guarantee = check_on_test(
+            guarantee,
+            test.scores.confidence[test_kept],
+            test.correct[test_kept],
+            test.scores.distance[test_kept],
+        )
+        min_coverage = float(task.spec.get("min_coverage", DEFAULT_MIN_COVERAGE))
+        # A version its own test split contradicts never acts (the registry refuses it too).
+        passed = guarantee.passed(min_coverage) and why_test_failed(guarantee.to_dict()) is None
+        labels = Counter(i.output for _, part in _parts(split) for i in part)
+        metrics = {
+            "examples": sum(labels.values()),
+            "split": split.sizes(),
+            "labels": dict(labels.most_common()),
+            "unlearned_labels": sorted(set(labels) - {i.output for i in split.train}),
+            "accuracy_calibration": _mean(cal.correct),
+            "accuracy_test": _mean(test.correct),
+            "near_copies": {
+                "calibration": int((~cal_kept).sum()),
+                "test": int((~test_kept).sum()),
+            },
+            "train_seconds": round(trained_in, 3),
+            "min_coverage": min_coverage,
+            "embedded_by": runtime.encoder,
+            **choice.metrics,
+        }
+        committing()  # writing and registering take well under a second: a SIGTERM waits
+        write_manifest(folder, **written, metrics=metrics, guarantee=guarantee.to_dict())
+        status = first_status(task, passed, guarantee.to_dict())
         version = registry.add_version(
             task,
             number,
@@ -230,7 +267,31 @@ def _finish(
     except BaseException:
         shutil.rmtree(folder, ignore_errors=True)
         raise
+    finally:
+        engine.close()
+        if student is not None and student.encoder_path is not None:
+            Encoder.unload(student.encoder_path)  # loaded only where sentence-transformers serve
     return Distilled(version, guarantee, passed)
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A split as the served student answers it, and whether each best label is right."""
+
+    scores: Scores
+    correct: NDArray[np.bool_]
+    vectors: NDArray[np.float32]  # the inputs' embeddings, as serving embeds them
+
+
+def score_as_served(
+    student: ClassifierStudent, items: Sequence[Item], store: Store, engine: Engine | None
+) -> Scored:
+    """Embed and score the items exactly as the student worker does (`engine` None: with
+    sentence-transformers, as the worker's fallback), and judge each best label."""
+    vectors = student.encode([i.input for i in items], store, engine)
+    scores = student.scores(vectors)
+    correct = np.array([b == i.output for b, i in zip(scores.best, items, strict=True)], bool)
+    return Scored(scores, correct, vectors)
 
 
 def _move_private(source: Path, target: Path) -> None:

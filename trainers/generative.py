@@ -18,11 +18,30 @@ from stillroom.config import RuntimeConfig
 from stillroom.errors import TaskError
 from stillroom.manifest import write_manifest
 from stillroom.paths import Paths
-from stillroom.registry import Registry, Task, why_test_failed
+from stillroom.registry import Registry, Task, first_status, why_test_failed
 from stillroom.service.engine import Engine
+from stillroom.service.generator import ADAPTER_FILE, STUDENT, GenerativeStudent, StudentSpec
+from stillroom.service.guard import SCOPE_FILE
+from stillroom.service.judge import (
+    Thresholds,
+    copied_from_input,
+    in_schema_order,
+    json_schema,
+    judge,
+)
+from stillroom.service.scope import nearest_distance as distances
+from stillroom.service.tagger import STUDENT as TAGGER
+from stillroom.service.tagger_student import TaggerStudent
+from stillroom.trainers.budget import task_delta
 from stillroom.trainers.calibration import check_on_test, fit_guarantee, fit_radius
-from stillroom.trainers.calibration import nearest_distance as distances
-from stillroom.trainers.dataset import Item, Split, cap_held_out, dedupe, stored_split
+from stillroom.trainers.dataset import (
+    Item,
+    Split,
+    apart_from_train,
+    cap_held_out,
+    dedupe,
+    stored_split,
+)
 from stillroom.trainers.distill import (
     DEFAULT_MIN_COVERAGE,
     Distilled,
@@ -30,24 +49,8 @@ from stillroom.trainers.distill import (
     committing,
     fresh_version_folder,
 )
-from stillroom.trainers.generator import (
-    ADAPTER_FILE,
-    SCOPE_FILE,
-    STUDENT,
-    GenerativeStudent,
-    StudentSpec,
-)
-from stillroom.trainers.judge import (
-    Thresholds,
-    copied_from_input,
-    in_schema_order,
-    json_schema,
-    judge,
-)
 from stillroom.trainers.spans import align, fields_of
-from stillroom.trainers.tagger import STUDENT as TAGGER
 from stillroom.trainers.tagger import train_tagger
-from stillroom.trainers.tagger_student import TaggerStudent
 
 if TYPE_CHECKING:
     from stillroom.trainers.lora import LoraSettings
@@ -94,8 +97,10 @@ def distill_generative(
     split = cap_held_out(stored_split(examples), MAX_CALIBRATION, MAX_TEST)
     if not split.train:  # each input's split is fixed when it arrives: none of these train
         raise TaskError(f"{task.name} has no training example yet; add more examples")
-    schema = json_schema([i.output for i in items]) if task.kind == "extract" else None
-    fields = choose_tagger(task, items, schema)
+    # Every choice below (schema, key order, student kind, fields, lengths, the copy flag)
+    # sees the train split alone: held-out answers only ever judge the student.
+    schema = json_schema([i.output for i in split.train]) if task.kind == "extract" else None
+    fields = choose_tagger(task, split.train, schema)
     number = registry.next_version(task)
     folder = paths.models_dir / task.name / f"v{number}"
     engine = Engine(paths, runtime)
@@ -114,7 +119,7 @@ def distill_generative(
             }
         else:
             adapter = _train_adapter(
-                task, items, split, schema, folder, runtime, paths, progress, settings
+                task, split, schema, folder, runtime, paths, progress, settings
             )
             student, base, trained = STUDENT, adapter.base, adapter.trained
         trained = {
@@ -167,7 +172,6 @@ class _Adapter:
 
 def _train_adapter(
     task: Task,
-    items: Sequence[Item],
     split: Split,
     schema: dict[str, Any] | None,
     folder: Path,
@@ -177,7 +181,8 @@ def _train_adapter(
     settings: LoraSettings | None,
 ) -> _Adapter:
     """Train the LoRA adapter with Unsloth, export it to GGUF and write its student.json."""
-    from stillroom.trainers.base_model import base_gguf, chat_template, hf_folder
+    from stillroom.service.bases import base_gguf
+    from stillroom.trainers.base_model import chat_template, hf_folder
     from stillroom.trainers.gguf_lora import export_lora_gguf
     from stillroom.trainers.lora import LoraSettings, train_lora
 
@@ -197,7 +202,7 @@ def _train_adapter(
             progress,
         )
         export_lora_gguf(Path(scratch) / "adapter", base, folder / ADAPTER_FILE)
-    longest = max(len(i.output) for i in items)
+    longest = max(len(i.output) for i in split.train)
     spec = StudentSpec(
         kind=task.kind,
         base=runtime.base,
@@ -208,7 +213,7 @@ def _train_adapter(
         schema=schema,
         max_tokens=min(512, max(32, longest)),  # a token is at least a character
         thresholds=Thresholds.of(task.spec).__dict__,
-        copy=copied_from_input([(i.input, i.output) for i in items], schema),
+        copy=copied_from_input([(i.input, i.output) for i in split.train], schema),
     )
     spec.save(folder)
     trained = {
@@ -246,6 +251,7 @@ def _calibrate(
     scores: dict[str, dict[str, Any]] = {}
     judged: dict[str, tuple[Any, Any, Any]] = {}
     answer_seconds: list[float] = []
+    near_copies: dict[str, int] = {}
     where = "numpy" if student_kind == TAGGER else "llama.cpp"
     for name, part in (("calibration", split.calibration), ("test", split.test)):
         progress(f"answering the {name} split ({len(part)} examples) through {where}")
@@ -261,7 +267,10 @@ def _calibrate(
         vectors = engine.embed([i.input for i in part])
         distance = distances(student.train_vectors, vectors)
         confidence = np.array([a.confidence for a in answers], dtype=np.float64)
-        judged[name] = (confidence, np.array(verdict.correct, dtype=bool), distance)
+        kept = apart_from_train(distance)  # near-copies of a training input judge nothing
+        near_copies[name] = int((~kept).sum())
+        correct = np.array(verdict.correct, dtype=bool)
+        judged[name] = (confidence[kept], correct[kept], distance[kept])
         scores[name] = {k: _mean(v) for k, v in verdict.scores.items()}
         if name == "calibration":
             radius = fit_radius(student.train_vectors, vectors) if len(part) else None
@@ -271,6 +280,7 @@ def _calibrate(
         conf,
         correct,
         target=task.target,
+        delta=task_delta(number),  # the task's budget, shared by all its versions
         distance=distance,
         radius=radius,
         calibration_share=len(split.calibration) / max(1, sum(split.sizes().values())),
@@ -284,6 +294,7 @@ def _calibrate(
         "accuracy_calibration": _mean(judged["calibration"][1]),
         "accuracy_test": _mean(judged["test"][1]),
         "scores": scores,
+        "near_copies": near_copies,
         "thresholds": thresholds.__dict__ if task.kind == "generate" else None,
         **trained,
         "answer_ms_p50": round(float(np.median(answer_seconds)) * 1000, 1)
@@ -301,7 +312,7 @@ def _calibrate(
         metrics=metrics,
         guarantee=guarantee.to_dict(),
     )
-    status = ("active" if task.origin == "user" else "shadow") if passed else "candidate"
+    status = first_status(task, passed, guarantee.to_dict())
     committing()  # a SIGTERM from here waits until the version and the task's state are set
     version = registry.add_version(
         task,

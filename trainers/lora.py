@@ -19,7 +19,8 @@ from typing import Any
 
 from stillroom.errors import TaskError
 from stillroom.paths import private_dir
-from stillroom.trainers.base_model import end_of_turn, quiet_offline_env, render_prompt
+from stillroom.service.bases import end_of_turn, render_prompt
+from stillroom.trainers.base_model import quiet_offline_env
 
 ALL_LINEAR = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

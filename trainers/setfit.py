@@ -24,9 +24,10 @@ import numpy as np
 
 from stillroom.errors import TaskError
 from stillroom.registry import Task
+from stillroom.service.classifier import ENCODER_DIR
+from stillroom.service.encoder import Encoder
 from stillroom.trainers.classifier import train_head
 from stillroom.trainers.dataset import Item
-from stillroom.trainers.encoder import Encoder
 
 MAX_PAIRS = 2000  # ~75 s of training on 2 CPU cores for short texts
 MAX_SECONDS = 180.0  # and long file descriptions stop here, whatever pairs are left
@@ -36,7 +37,6 @@ BATCH = 16
 DEV_SHARE = 0.2
 MIN_TUNE_EXAMPLES = 8
 MIN_GAIN = 0.02  # a tuned encoder that misses the bar must beat the frozen one by this much
-ENCODER_DIR = "encoder"  # a version's own encoder, beside its head
 
 Progress = Callable[[str], None]
 
@@ -256,7 +256,5 @@ def time_budget(task: Task) -> float:
 
 
 def _unload(folder: Path) -> None:
-    # Encoder keeps every model it loaded, by path, for the life of the process; a tuned
-    # model in a scratch folder would otherwise stay in memory (~90 MB) after the run.
-    with Encoder._lock:
-        Encoder._models.pop(str(folder), None)
+    # A tuned model in a scratch folder would otherwise stay in memory after the run.
+    Encoder.unload(folder)

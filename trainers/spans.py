@@ -2,21 +2,17 @@
 
 An extract task whose teacher only copies writes every string as runs of whole pieces of the
 input (`service.generation.is_copied`). `align` finds the B-/I- label per field of each piece
-("O" outside) that writes a teacher output back exactly; `write` turns a labelling into the
-JSON it stands for. Shapes: an object whose values are strings (runs joined by a space) or
-lists of strings (one item per run), or a list of strings (`fields_of`).
+("O" outside) that writes a teacher output back exactly; `service.tagger.write` turns a
+labelling into the JSON it stands for. Shapes: an object whose values are strings (runs joined
+by a space) or lists of strings (one item per run), or a list of strings (`fields_of`).
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Sequence
 from typing import Any
 
 from stillroom.service.generation import Piece, pieces
-
-OUTSIDE = "O"
-LIST = "[]"  # the field name of a top-level list of strings
+from stillroom.service.tagger import LIST, OUTSIDE, write
 
 
 def fields_of(schema: dict[str, Any] | None) -> dict[str, bool] | None:
@@ -64,7 +60,7 @@ def _values(data: Any, fields: dict[str, bool]) -> list[tuple[str, list[str]]] |
 def align(text: str, output: str, fields: dict[str, bool]) -> list[str] | None:
     """The B-/I-/O label of each piece of `text` that writes `output` back exactly, or None
     where no such labelling is found (the example is then not trained on)."""
-    from stillroom.trainers.judge import normalize, parse_json
+    from stillroom.service.judge import normalize, parse_json
 
     data = parse_json(output)
     values = _values(data, fields) if data is not None else None
@@ -110,29 +106,3 @@ def _place(item: str, have: list[Piece], labels: list[str], name: str, is_list: 
             labels[best_at + k] = ("B-" if k == 0 else "I-") + name
         i += best_len
     return True
-
-
-def write(text: str, labels: Sequence[str], fields: dict[str, bool]) -> str:
-    """The JSON a labelling of `text`'s pieces stands for: each run is the input's own text
-    (whitespace collapsed); a string field joins its runs with a space."""
-    have = pieces(text)
-    runs: dict[str, list[str]] = {}
-    current, start, end = "", 0, 0
-    for piece, label in [*zip(have, labels, strict=True), (None, OUTSIDE)]:
-        continues = piece is not None and label == "I-" + current
-        if current and not continues:
-            runs.setdefault(current, []).append(" ".join(text[start:end].split()))
-            current = ""
-        if piece is not None and label.startswith(("B-", "I-")) and not continues:
-            current, start = label[2:], piece.start
-        if piece is not None and current:
-            end = piece.end
-    data: dict[str, Any] = {}
-    for name, is_list in fields.items():
-        if name in runs:
-            data[name] = runs[name] if is_list else " ".join(runs[name])
-        elif is_list:
-            data[name] = []
-    if list(fields) == [LIST]:
-        return json.dumps(data[LIST], ensure_ascii=False)
-    return json.dumps(data, ensure_ascii=False)

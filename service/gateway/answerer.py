@@ -27,7 +27,8 @@ class Decision:
     reply: LocalReply | None = None  # answer locally with this text
     audit: LocalReply | None = None  # forward anyway; compare upstream's answer with this
     task: str | None = None  # the matched task, for the record
-    reason: str = "no task"  # why it was (not) answered locally
+    reason: str = "no task"  # why it was (not) answered locally; "audit": drawn for an audit
+    abstained: bool = False  # forwarded because the student abstained, and not audited
 
 
 FORWARD = Decision()

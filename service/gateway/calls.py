@@ -87,8 +87,8 @@ async def chat_completions(request: Request) -> Response:
     decision = await decide(gateway.answerer, body)
     if decision.reply is not None:
         return answer_locally(gateway, exchange, decision.reply, started)
-    exchange.answered_by = "audit" if decision.audit is not None else "upstream"
-    exchange.task = decision.task
+    exchange.answered_by = "audit" if decision.reason == "audit" else "upstream"
+    exchange.task, exchange.abstained = decision.task, decision.abstained
     settle = decision if gateway.answerer is not None else None
     return await forward(gateway, request, raw, exchange, started, settle)
 

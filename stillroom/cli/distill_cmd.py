@@ -47,8 +47,8 @@ def distill(
         current: Task | None = None
         with stop_on_sigterm():
             try:
+                from stillroom.service.encoder import Encoder
                 from stillroom.trainers.distill import distill_classifier
-                from stillroom.trainers.encoder import Encoder
                 from stillroom.trainers.generative import GENERATIVE_KINDS, distill_generative
 
                 runtime = get_config(None)[0].runtime
@@ -70,7 +70,7 @@ def distill(
                                 )
                             else:
                                 result = distill_classifier(
-                                    registry, task, encoder, Paths.resolve(), progress
+                                    registry, task, encoder, Paths.resolve(), progress, runtime
                                 )
                         except StillroomError as exc:
                             if name is not None:

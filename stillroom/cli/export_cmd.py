@@ -73,27 +73,27 @@ def export(
 
 
 def _is_generative(version: ModelVersion) -> bool:
-    from stillroom.trainers.generator import STUDENT
+    from stillroom.service.generator import STUDENT
 
     return version.student == STUDENT
 
 
 def _is_tagger(version: ModelVersion) -> bool:
-    from stillroom.trainers.tagger import STUDENT
+    from stillroom.service.tagger import STUDENT
 
     return version.student == STUDENT
 
 
 def _tagger(version: ModelVersion, target: Path) -> tuple[list[str], list[str]]:
     """The files written, and those learnt from training data (the features are its words)."""
-    from stillroom.trainers.tagger import TAGGER_CONFIG, TAGGER_WEIGHTS
+    from stillroom.service.tagger import TAGGER_CONFIG, TAGGER_WEIGHTS
 
     _copy(version, target, TAGGER_WEIGHTS, TAGGER_CONFIG)
     _write(
         target / "README.txt",
         "A span tagger (linear-chain CRF) that copies fields out of its input; no LLM.\n"
         "Split the input into pieces (regex \\w+|[^\\w\\s]), give each piece the features of"
-        " stillroom's trainers/tagger.py (listed in tagger.json), sum their rows of"
+        " stillroom's service/tagger.py (listed in tagger.json), sum their rows of"
         " `emissions`, decode with `transitions`, `start` and `end` (Viterbi), and write each"
         " field's runs of pieces as tagger.json's `fields` say. Ollama cannot run it.\n",
     )
@@ -102,7 +102,7 @@ def _tagger(version: ModelVersion, target: Path) -> tuple[list[str], list[str]]:
 
 def _generative(task: Task, version: ModelVersion, target: Path) -> tuple[list[str], list[str]]:
     """The files written, and those learnt from training data (the adapter)."""
-    from stillroom.trainers.generator import ADAPTER_FILE, StudentSpec, base_file
+    from stillroom.service.generator import ADAPTER_FILE, StudentSpec, base_file
 
     folder = Path(version.path)
     spec = StudentSpec.load(folder)
@@ -132,9 +132,8 @@ def _generative(task: Task, version: ModelVersion, target: Path) -> tuple[list[s
 def _classifier(version: ModelVersion, target: Path) -> tuple[list[str], list[str]]:
     """The files written, and those learnt from training data: the head (it keeps the
     embeddings of its training inputs), its labels, and an encoder tuned on them."""
+    from stillroom.service.classifier import HEAD_CONFIG, HEAD_WEIGHTS, ClassifierStudent
     from stillroom.service.engine import Engine
-    from stillroom.trainers.classifier import HEAD_CONFIG, HEAD_WEIGHTS
-    from stillroom.trainers.student import ClassifierStudent
 
     student = ClassifierStudent(version)
     encoder = Engine(Paths.resolve()).encoder_file(student.encoder_path)

@@ -36,12 +36,20 @@ def card(task: Task, examples: int, version: ModelVersion | None, all_: list[Any
     if failure is not None and version.status != "active":
         lines.append(f"not active: {failure}; {TEST_FIX}")
     if g.get("threshold") is None:
-        more = f" about {g['needed']} more labelled examples" if g.get("needed") else " better data"
+        more = f" about {g['needed']} more real examples" if g.get("needed") else " better data"
         lines.append(f"guarantee: none holds yet; it always abstains. It needs{more}.")
+        watching = ": it watches matching calls and learns from them"
+        lines.append(
+            "only real inputs (your calls, imports, your own actions) calibrate; made-up"
+            " (synthetic) examples and corrections only train"
+            + (watching if version.status == "shadow" else "")
+        )
     else:
         lines.append(
             f"guarantee: answers when confidence >= {g['threshold']:.3f} and in scope;"
-            f" error among answered <= {pct(g['bound'])} (95% Clopper-Pearson bound,"
+            f" error among answered <= {pct(g['bound'])}"
+            f" ({1 - float(g.get('delta', 0.05)):.1%} Clopper-Pearson bound, this version's"
+            " share of the task's 95%,"
             f" {g['errors']} errors in {g['answered']}); coverage {pct(g['coverage'])}"
         )
         test = g.get("test") or {}

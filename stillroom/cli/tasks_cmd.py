@@ -275,12 +275,13 @@ def run(
         version = registry.serving_version(task)
         if version is None:
             raise TaskError(f"{name} has no trained version yet (`stillroom distill {name} --now`)")
+        from stillroom.service.classifier import embedding_engine
         from stillroom.service.engine import Engine
-        from stillroom.trainers.student import load_student
+        from stillroom.service.student_models import load_student
 
         cfg = get_config(config)[0]
         engine = Engine(Paths.resolve(), cfg.runtime)
-        encoder = engine if cfg.runtime.encoder == "llama.cpp" else None
+        encoder = embedding_engine(engine, cfg.runtime)
         try:
             student = load_student(version, engine)
             snippet = cfg.filesystem.snippet_chars if task.input_kind == "file" else 0

@@ -102,7 +102,7 @@ def test_run_answers_through_llama_cpp(trained: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, stillroom.trainers.worker; print('torch' in sys.modules)",
+            "import sys, stillroom.service.worker; print('torch' in sys.modules)",
         ],
         capture_output=True,
         text=True,
@@ -205,7 +205,7 @@ def test_a_pinned_task_is_loaded_at_start_and_stays(trained: Path, tmp_path: Pat
         "STILLROOM_CONFIG": str(config),
     }
     worker = subprocess.Popen(
-        [sys.executable, "-m", "stillroom.trainers.worker"],
+        [sys.executable, "-m", "stillroom.service.worker"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,

@@ -89,7 +89,7 @@ def test_run_answers_new_addresses(home: Path) -> None:
         [
             sys.executable,
             "-c",
-            "import sys, stillroom.trainers.worker, stillroom.trainers.tagger_student;"
+            "import sys, stillroom.service.worker, stillroom.service.tagger_student;"
             " print('torch' in sys.modules)",
         ],
         capture_output=True,

@@ -108,6 +108,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(examples),
         "--instruction",
         "Which topic is this sentence about?",
+        # 225 examples hold out about 65 for calibration: a 5% bound at the first version's
+        # share of the task's 95% (97%) needs 69 answered; a 10% bound needs 33.
+        "--target",
+        "0.1",
         home=home,
     )
     assert made.returncode == 0, made.stderr
@@ -127,7 +131,7 @@ def test_tasks_table_and_card(trained: Path) -> None:
     assert "on test:" in card and "the bound holds" in card
     manifest = json.loads((trained / "models" / "topics" / "v1" / "manifest.json").read_text())
     assert set(manifest["files"]) == {"head.safetensors", "head.json"}
-    assert manifest["guarantee"]["bound"] <= 0.05
+    assert manifest["guarantee"]["bound"] <= 0.1
     assert not list((trained / "models").rglob("*.pkl"))
 
 
@@ -242,8 +246,8 @@ def test_a_version_its_test_split_contradicts_is_never_activated(tmp_path: Path)
                 (task.id, version.id),
             )
     why = (
-        "its test-split check failed (error 9.1% > bound 5.0% on 44 test answers);"
-        " more examples or a new version would fix it"
+        "its test split proves its bound wrong (error 9.1% in 44 test answers, more than a"
+        " 5.0% bound allows at 95% confidence); more examples or a new version would fix it"
     )
     accepted = run_cli("proposals", "accept", "1", home=home)
     assert accepted.returncode == 1

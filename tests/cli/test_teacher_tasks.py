@@ -79,7 +79,7 @@ def cli(
 
 
 @pytest.mark.slow
-def test_instruction_and_inputs_to_a_confident_student(up: Upstream, tmp_path: Path) -> None:
+def test_made_up_inputs_train_but_only_real_ones_calibrate(up: Upstream, tmp_path: Path) -> None:
     home = tmp_path / "home"
     made = cli(
         "tasks",
@@ -106,14 +106,23 @@ def test_instruction_and_inputs_to_a_confident_student(up: Upstream, tmp_path: P
 
     distilled = cli("distill", "tickets", "--now", home=home)
     assert distilled.returncode == 0, distilled.stderr
-    assert "guarantee: answers when confidence >=" in distilled.stdout, distilled.stdout
+    # The 284 synthesized inputs all train; only the 16 real ones may be held out, far too
+    # few for a bound: the task states none, and waits in shadow for real calls.
+    said = distilled.stdout
+    assert "trained on 295 / calibrated on 4 / tested on 1" in said, said
+    assert "guarantee: none holds yet; it always abstains. It needs about" in said
+    assert "more real examples" in said and "versions: v1 shadow" in said
+    held_out = sqlite3.connect(home / "data" / "stillroom.db").execute(
+        "SELECT DISTINCT source FROM examples WHERE split != 'train'"
+    )
+    assert {row[0] for row in held_out} == {"teacher"}
     card = cli("tasks", "show", "tickets", home=home).stdout
     assert f"instruction: {ROUTE}" in card
     assert "teacher: gpt-4o-mini labelled 16 and synthesized 284 in " in card
     assert "labels: " in card and "billing (" in card and "other (" in card
     answer = cli("run", "tickets", "I was charged twice for my subscription", home=home)
     assert answer.returncode == 0, answer.stderr
-    assert answer.stdout.startswith("billing  (confidence "), answer.stdout
+    assert answer.stdout.startswith("abstained: no guarantee holds yet"), answer.stdout
     spec = json.loads(
         sqlite3.connect(home / "data" / "stillroom.db")
         .execute("SELECT spec FROM tasks WHERE name = 'tickets'")

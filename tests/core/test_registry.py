@@ -92,7 +92,7 @@ FAILED_TEST: dict[str, Any] = {
 def test_a_version_its_test_split_contradicts_never_goes_active(store: Store) -> None:
     registry = Registry(store)
     task = registry.create_task("t", "classify")
-    why = r"t v1 cannot go active: its test-split check failed \(error 9.1% > bound 5.0% on 44"
+    why = r"t v1 cannot go active: its test split proves its bound wrong \(error 9.1% in 44"
     with pytest.raises(TaskError, match=why):
         registry.add_version(
             task, 1, student="s", path="/m/1", metrics={}, guarantee=FAILED_TEST, status="active"

@@ -19,8 +19,8 @@ from stillroom.events import Event, FilePayload
 from stillroom.monitors.features import file_features
 from stillroom.prompts import template_hash
 from stillroom.registry import Registry
+from stillroom.service.encoder import Encoder
 from stillroom.store import Store
-from stillroom.trainers.encoder import Encoder
 
 
 def moved(store: Store, home: Path, name: str, folder: str, text: str) -> int:

@@ -24,8 +24,8 @@ from stillroom.daemon.detector import (
 from stillroom.daemon.signatures import Observation, observe, prompt_signature
 from stillroom.events import Event, FileFeatures, FilePayload, LLMCallPayload
 from stillroom.prompts import prompt_shape
+from stillroom.service.encoder import Encoder
 from stillroom.store import Store
-from stillroom.trainers.encoder import Encoder
 
 CONFIG = DetectorConfig()
 DOWNLOADS = "a file arrived in ~/Downloads and the user moved it into a folder"

@@ -39,7 +39,7 @@ from stillroom.trainers.distill import (
 )
 
 if TYPE_CHECKING:
-    from stillroom.trainers.encoder import Encoder
+    from stillroom.service.encoder import Encoder
 
 NIGHT = ScheduleConfig()  # 01:00-06:00, 15 idle minutes, on AC, CPU below 30%
 LATE = ScheduleConfig(window="22:00-06:00")  # crosses midnight
@@ -485,7 +485,7 @@ class SignalledRegistry(Registry):
 def encoder() -> Encoder:
     """The shared MiniLM, loaded once; loading starts tqdm's monitor thread, which must
     exist before the leak check of the test that uses it."""
-    from stillroom.trainers.encoder import Encoder
+    from stillroom.service.encoder import Encoder
 
     loaded = Encoder()
     loaded.encode(["warm up"])

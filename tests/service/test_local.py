@@ -22,14 +22,17 @@ from stillroom.events import Event, LLMCallPayload
 from stillroom.paths import Paths
 from stillroom.predictions import live_stats, record
 from stillroom.prompts import prompt_shape
-from stillroom.registry import ModelVersion, Registry, Task
+from stillroom.registry import ModelVersion, Registry, Task, input_hash, split_of
 from stillroom.savings import ledger
+from stillroom.service.classifier import ClassifierStudent
+from stillroom.service.encoder import Encoder
+from stillroom.service.engine import Engine
 from stillroom.service.gateway.answerer import Decision
 from stillroom.service.local import TaskAnswerer
 from stillroom.service.students import StudentClient
 from stillroom.store import Store
-from stillroom.trainers.distill import distill_classifier
-from stillroom.trainers.encoder import Encoder
+from stillroom.trainers.dataset import stored_split
+from stillroom.trainers.distill import distill_classifier, score_as_served
 
 LABELS = {"Billing.", "Shipping.", "Technical.", "Other."}
 
@@ -103,11 +106,49 @@ def test_the_task_spec_says_how_to_match_and_answer(loop: Trained) -> None:
     assert all(e.source == "teacher" and "support ticket" not in e.input for e in examples)
 
 
+def test_the_worker_answers_calibration_inputs_as_calibration_scored_them(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Calibrated as served: for every calibration input the worker's confidence, distance
+    and label are those distillation's scoring gives, and the version's threshold and radius
+    applied to them answer (and err on) exactly as many inputs as its guarantee counted."""
+    registry = Registry(trained.store)
+    version = registry.version(trained.version.id)
+    known = [e for e in registry.examples(trained.task) if e.at <= version.created]
+    items = stored_split(known).calibration  # as distilled (settled calls add examples)
+    guarantee = version.guarantee
+    assert guarantee["calibration_size"] == len(items) and guarantee["threshold"] is not None
+    monkeypatch.setenv("STILLROOM_HOME", str(trained.store.path.parent.parent))
+    engine = Engine(Paths.resolve())  # the fixture's home: its encoder GGUF is there already
+    try:
+        scored = score_as_served(ClassifierStudent(version), items, trained.store, engine)
+    finally:
+        engine.close()
+    texts = [i.input for i in items]
+    served = trained.students.predict(version.id, texts)
+    assert [a.best for a in served] == scored.scores.best
+    assert [a.confidence for a in served] == pytest.approx(scored.scores.confidence, abs=1e-6)
+    assert [a.distance for a in served] == pytest.approx(scored.scores.distance, abs=1e-6)
+    answered = [(a.answer, i.output) for a, i in zip(served, items, strict=True) if a.answer]
+    assert len(answered) == guarantee["answered"] > 0
+    assert sum(said != truth for said, truth in answered) == guarantee["errors"]
+    # Asked one at a time, as the gateway asks: an answer does not depend on what was asked
+    # beside it (llama.cpp embeds each text in a call of its own; numpy's products may still
+    # round the last float32 bit by the batch's shape).
+    for n in range(0, len(texts), max(1, len(texts) // 8)):
+        (alone,) = trained.students.predict(version.id, [texts[n]])
+        assert alone.confidence == pytest.approx(served[n].confidence, abs=1e-6)
+        assert alone.distance == pytest.approx(served[n].distance, abs=1e-6)
+
+
 def test_a_call_with_a_learned_template_is_answered_as_the_teacher_writes(loop: Trained) -> None:
     answerer = loop.answerer()
-    for n, text in enumerate(fresh_tickets(8)):
-        decision = answerer.decide(body(text, n))
-        assert decision.reply is not None, decision
+    said = [(n, text, answerer.decide(body(text, n))) for n, text in enumerate(fresh_tickets(16))]
+    answered = [(n, text, d) for n, text, d in said if d.reply is not None]
+    assert len(answered) >= 8, [d.reason for _, _, d in said]
+    assert all(d.reason == "unsure" for _, _, d in said if d.reply is None)
+    for n, text, decision in answered:
+        assert decision.reply is not None
         assert decision.reply.text == answer_of(messages(text, n))
         assert (decision.task, decision.reason, decision.audit) == (
             loop.task.name,
@@ -120,7 +161,7 @@ def test_a_call_with_a_learned_template_is_answered_as_the_teacher_writes(loop: 
     )
     assert system.reply is not None and system.reply.text == "Shipping."
     stats = live_stats(loop.store, loop.version.id, "active")
-    assert (stats.answered, stats.judged) == (9, 0)
+    assert (stats.answered, stats.judged) == (len(answered) + 1, 0)
 
 
 def test_a_close_paraphrase_matches_by_embedding_and_another_task_does_not(loop: Trained) -> None:
@@ -191,6 +232,29 @@ def test_no_task_unsure_and_out_of_scope_calls_are_forwarded(loop: Trained) -> N
     answerer.settle(decision, "Billing", 420.0)  # the provider's answer becomes its truth
     rows = loop.store.query("SELECT input, abstained, truth FROM predictions WHERE abstained = 1")
     assert [tuple(r) for r in rows] == [(text, 1, "billing")]
+    # The provider's answer is one more example, but a call the student was unsure of is
+    # harder than the task's traffic: it trains, never calibrates.
+    assert decision.abstained
+    kept = [e for e in Registry(loop.store).examples(loop.task) if e.input == text]
+    assert [(e.output, e.source, e.split) for e in kept] == [("billing", "teacher", "train")]
+
+
+def test_audits_are_drawn_before_the_student_speaks(loop: Trained) -> None:
+    """Audited calls are a uniform sample of the task's calls, sure or not: their answers
+    are kept as examples where their input's hash puts them, so they may calibrate."""
+    answerer = loop.answerer(audit_share=1.0)
+    rng = random.Random(98)
+    said = [(t, answerer.decide(body(t))) for t in (mixed(rng) for _ in range(40))]
+    assert all(d.reason == "audit" and not d.abstained for _, d in said)
+    unsure = [(t, d) for t, d in said if d.audit is None]  # it would have abstained
+    assert unsure, "no mixed ticket left the student unsure"
+    registry = Registry(loop.store)
+    for _, decision in said:
+        answerer.settle(decision, "Shipping", 500.0)
+    split = {e.input: e.split for e in registry.examples(loop.task)}
+    for text, _ in said:
+        assert split[text] == split_of(input_hash(text)), text
+    assert {split[t] for t, _ in said} != {"train"}
 
 
 def test_a_share_of_confident_calls_is_audited(loop: Trained) -> None:
@@ -206,7 +270,8 @@ def test_a_share_of_confident_calls_is_audited(loop: Trained) -> None:
         answerer.settle(decision, decision.audit.text, 800.0)  # the model agrees
     stats = live_stats(loop.store, loop.version.id, "audit")
     assert (stats.judged, stats.errors) == (len(audits), 0)
-    assert all(loop.answerer(audit_share=1.0).decide(body(t)).audit for t in texts[:5])
+    drawn = [loop.answerer(audit_share=1.0).decide(body(t)) for t in texts[:5]]
+    assert all(d.reason == "audit" and d.reply is None for d in drawn)
     assert not any(loop.answerer(audit_share=0.0).decide(body(t)).audit for t in texts[:5])
 
 
@@ -246,13 +311,13 @@ def test_a_shadow_never_answers_and_earns_a_proposal(loop: Trained) -> None:
     registry.set_status(loop.version.id, "shadow")
     registry.update_task(loop.task, state="ready")
     answerer = loop.answerer(audit_share=1.0)
-    for n, text in enumerate(fresh_tickets(12, seed=5)):
+    for n, text in enumerate(fresh_tickets(40, seed=5)):
         decision = answerer.decide(body(text, n))
         assert decision == Decision(task=loop.task.name, reason="shadow")
         answerer.settle(decision, text.split()[0], 700.0)  # not a team: every one disagrees
         answerer.settle(decision, "Billing", 700.0)  # settled once only
     stats = live_stats(loop.store, loop.version.id, "shadow")
-    assert (stats.answered + stats.abstained, stats.judged) == (12, stats.answered)
+    assert (stats.answered + stats.abstained, stats.judged) == (40, stats.answered)
     assert stats.errors == stats.judged
     with loop.store.transaction() as db:  # the model agreed after all
         db.execute("UPDATE predictions SET truth = answer WHERE mode = 'shadow'")

@@ -28,6 +28,7 @@ from stillroom.service.students import StudentClient
 from stillroom.store import Store
 
 BY = "json_extract(payload, '$.answered_by')"
+NO_AUDITS = {"gateway": {"audit_share": 0.0}}
 TOOLS = [{"type": "function", "function": {"name": "route", "parameters": {"type": "object"}}}]
 
 
@@ -129,12 +130,14 @@ def loop(
     audited = count(store, f"SELECT COUNT(*) FROM events WHERE {BY} = 'audit'")
     assert 1 <= audited <= 40 - len(local)
 
-    # 5. Still forwarded: an unsure ticket, an unrelated text, and a call with tools.
+    # 5. Still forwarded: an unsure ticket, an unrelated text, and a call with tools. (Asked
+    # of an answerer that never audits: the gateway's may draw any call for an audit.)
+    quiet = TaskAnswerer(store, answerer.students, Config.from_data(NO_AUDITS))
     unsure = next(
-        t for t in (mixed(rng) for _ in range(40)) if answerer.decide(body(t)).reason == "unsure"
+        t for t in (mixed(rng) for _ in range(200)) if quiet.decide(body(t)).reason == "unsure"
     )
     oven = "Preheat the oven to 200 degrees and bake the bread for forty minutes."
-    assert answerer.decide(body(oven)).reason == "out of scope"
+    assert quiet.decide(body(oven)).reason == "out of scope"
     cases: list[tuple[str, dict[str, Any]]] = [
         (unsure, {}),
         (oven, {}),
@@ -154,6 +157,7 @@ def loop(
     cells = [c.strip() for c in re.split(r"[│|]", row) if c.strip()]
     assert cells[0] == task.name
     local_count, forwarded, audits, disagreements = (int(c) for c in cells[1:5])
+    audited = count(store, f"SELECT COUNT(*) FROM events WHERE {BY} = 'audit'")  # step 5's too
     assert local_count == len(local) and audits == audited and disagreements == 0
     # The 300 first calls matched no task yet; the shadow's 24, step 4's and step 5's did.
     assert forwarded == 24 + (40 - len(local)) + 3

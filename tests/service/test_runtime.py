@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from stillroom.errors import ModelError
+from stillroom.service.bases import base_gguf
+from stillroom.service.encoder import encoder_path
 from stillroom.service.generation import copy_grammar, generate, is_copied, schema_grammar
+from stillroom.service.gguf_encoder import encoder_gguf
 from stillroom.service.runtime import ADAPTER, BASE, ENCODER, ModelCache
-from stillroom.trainers.base_model import base_gguf
-from stillroom.trainers.encoder import encoder_path
-from stillroom.trainers.gguf_encoder import encoder_gguf
 from stillroom.trainers.gguf_lora import export_lora_gguf
 
 LAYERS, WIDTH, KV_WIDTH = 30, 576, 192  # SmolLM2-135M: 9 heads, 3 KV heads of 64

@@ -127,3 +127,28 @@ def test_a_labels_first_example_trains_and_stays_there(store: Store) -> None:
     # A second example of a rare label lands by its hash; the first stays in train.
     registry.add_examples(task, [(rare[0][0], "label0", "correction", None)])
     assert Item(rare[0][0], "label0") in stored_split(registry.examples(task)).train
+
+
+def test_only_real_inputs_drawn_uniformly_are_held_out(store: Store) -> None:
+    registry = Registry(store)
+    task = registry.create_task("t", "classify")
+    registry.add_examples(task, topic_rows(30))  # every label has its first example
+    rows = topic_rows(400)[30:]
+    real = [(f"real {t}", o, "teacher", None) for t, o, _, _ in rows[:100]]
+    made = [(f"made {t}", o, "synthetic", None) for t, o, _, _ in rows[100:200]]
+    fixed = [(f"fixed {t}", o, "correction", None) for t, o, _, _ in rows[200:300]]
+    unsure = [(f"unsure {t}", o, "teacher", None) for t, o, _, _ in rows[300:]]
+    registry.add_examples(task, real + made + fixed)
+    registry.add_examples(task, unsure, train_only=True)
+    split = {e.input: e.split for e in registry.examples(task)}
+    # Model-written inputs, corrections (chosen by being errors) and calls forwarded because
+    # the student was unsure (harder than the task's traffic) only ever train...
+    for text, _, _, _ in made + fixed + unsure:
+        assert split[text] == "train", text
+    # ...while the real ones land where their hash says, some of them held out.
+    assert all(split[t] == split_of(input_hash(t)) for t, _, _, _ in real)
+    assert {split[t] for t, _, _, _ in real} == {"train", "calibration", "test"}
+    # A real input seen first as train-only keeps its split when it comes again uniformly.
+    again = [(t, o, "teacher", None) for t, o, _, _ in unsure]
+    registry.add_examples(task, [(t, "label9", s, e) for t, _, s, e in again])
+    assert all(e.split == "train" for e in registry.examples(task) if e.input.startswith("unsure"))

@@ -15,15 +15,8 @@ import pytest
 from safetensors.numpy import save_file
 
 from stillroom.errors import ModelError
-from stillroom.trainers.base_model import (
-    DEFAULT_BASE,
-    END_OF_TURN,
-    base_gguf,
-    chat_template,
-    end_of_turn,
-    hf_folder,
-    render_prompt,
-)
+from stillroom.service.bases import DEFAULT_BASE, END_OF_TURN, base_gguf, end_of_turn, render_prompt
+from stillroom.trainers.base_model import chat_template, hf_folder
 from stillroom.trainers.gguf_lora import export_lora_gguf, permute_qk_rows
 from stillroom.trainers.lora import LoraResult, LoraSettings, planned_steps, train_lora
 

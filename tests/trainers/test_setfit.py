@@ -16,12 +16,13 @@ import pytest
 from stillroom.errors import ModelError
 from stillroom.paths import Paths
 from stillroom.registry import ModelVersion, Registry
+from stillroom.service.classifier import ClassifierStudent
+from stillroom.service.encoder import Encoder
+from stillroom.service.engine import Engine
 from stillroom.store import Store
-from stillroom.trainers.dataset import Item, stratified_split
-from stillroom.trainers.distill import distill_classifier
-from stillroom.trainers.encoder import Encoder
+from stillroom.trainers.dataset import Item, stored_split
+from stillroom.trainers.distill import distill_classifier, score_as_served
 from stillroom.trainers.setfit import hold_out_dev, make_pairs
-from stillroom.trainers.student import ClassifierStudent
 
 DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 # Paraphrase-similar sentences that differ only in the weekday; the label is its parity
@@ -52,6 +53,18 @@ TEMPLATES = [
     "the exam was rescheduled to {d}",
     "the bakery sells fresh rye on {d}",
     "the server backup runs on {d}",
+    "the piano lesson is on {d}",
+    "our neighbours throw a party on {d}",
+    "the dentist sends reminders on {d}",
+    "the ferry leaves the harbour on {d}",
+    "my brother moves house on {d}",
+    "the painters arrive on {d}",
+    "the recycling centre is open on {d}",
+    "the school trip is planned for {d}",
+    "we bake bread together on {d}",
+    "the payroll goes out on {d}",
+    "the window cleaner comes by on {d}",
+    "the chess club plays on {d}",
 ]
 UNSEEN = [
     "the museum is free on {d}",
@@ -213,11 +226,14 @@ def test_the_student_answers_with_its_own_encoder(tuned: Tuned) -> None:
     assert tuned.frozen.metrics["setfit"] == {"skipped": "turned off (setfit_pairs: 0)"}
     # With the shared encoder no guarantee holds on this data; with its own encoder it does.
     assert tuned.passed and not tuned.frozen_passed
-    test = stratified_split([Item(text, label) for text, label in tuned.rows]).test
+    registry = Registry(tuned.store)
+    test = stored_split(registry.examples(registry.task_by_id(tuned.version.task_id))).test
     texts, gold = [i.input for i in test], [i.output for i in test]
     own = student.predict(student.encode(texts, tuned.store))
     answered = [(p.answer, g) for p, g in zip(own, gold, strict=True) if not p.abstained]
-    assert len(answered) >= len(test) // 2 and all(a == g for a, g in answered)
+    wrong = sum(a != g for a, g in answered)
+    assert len(answered) >= len(test) // 2
+    assert wrong / len(answered) <= tuned.version.guarantee["bound"]  # as the test check found
     assert all(p.abstained for p in frozen.predict(frozen.encode(texts, tuned.store)))
     # Forced to guess on sentences unlike any it was trained on, it is still more often right.
     unseen = weekday_rows(UNSEEN)
@@ -251,3 +267,30 @@ def test_a_tampered_or_padded_own_encoder_is_refused(tuned: Tuned, tmp_path: Pat
     (copy / "encoder" / "added_tokens.json").write_text('{"monday": 1}')
     with pytest.raises(ModelError, match=r"encoder/added_tokens\.json was not part of this"):
         ClassifierStudent(moved)
+
+
+def test_its_own_encoder_is_calibrated_as_served_through_llama_cpp(tuned: Tuned) -> None:
+    """Distillation converted the tuned encoder to GGUF and calibrated with it, as the worker
+    serves: the served answers on calibration reproduce the guarantee's counts."""
+    version = tuned.version
+    assert version.metrics["embedded_by"] == "llama.cpp"
+    paths = Paths(
+        *(tuned.store.path.parent.parent / n for n in ("config", "data", "models", "logs", "run"))
+    )
+    converted = sorted((paths.cache_dir / "encoders").iterdir())
+    assert len(converted) == 2  # the shared MiniLM and this version's own, both at distillation
+    registry = Registry(tuned.store)
+    known = registry.examples(registry.task_by_id(version.task_id))
+    items = stored_split([e for e in known if e.at <= version.created]).calibration
+    student = ClassifierStudent(version)
+    engine = Engine(paths)
+    try:
+        assert engine.encoder_file(student.encoder_path) in converted
+        served = student.answer([i.input for i in items], tuned.store, engine)
+        scored = score_as_served(student, items, tuned.store, engine)
+    finally:
+        engine.close()
+    assert [p.confidence for p in served] == pytest.approx(scored.scores.confidence, abs=1e-6)
+    answered = [(p.answer, i.output) for p, i in zip(served, items, strict=True) if p.answer]
+    assert len(answered) == version.guarantee["answered"] > 0
+    assert sum(a != g for a, g in answered) == version.guarantee["errors"]

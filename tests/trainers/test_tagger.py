@@ -13,9 +13,10 @@ import pytest
 
 from stillroom.errors import ModelError
 from stillroom.service.generation import pieces
-from stillroom.trainers.judge import exact, json_schema
-from stillroom.trainers.spans import LIST, OUTSIDE, align, fields_of, write
-from stillroom.trainers.tagger import Tagger, _mask, _start_mask, train_tagger
+from stillroom.service.judge import exact, json_schema
+from stillroom.service.tagger import LIST, OUTSIDE, Tagger, start_mask, transition_mask, write
+from stillroom.trainers.spans import align, fields_of
+from stillroom.trainers.tagger import train_tagger
 
 STREETS = ["Court", "Main", "Elm", "Martin Luther King", "Oak Hill", "5th", "Lake Shore"]
 TYPES = ["Street", "St.", "Ave", "Road", "Blvd"]
@@ -97,8 +98,8 @@ def test_align_refuses_what_it_cannot_write(text: str, output: str) -> None:
 
 def _score(tagger: Tagger, text: str, path: tuple[int, ...]) -> float:
     e = tagger._emission(pieces(text))
-    t = tagger.transitions + _mask(tagger.labels)
-    s = tagger.start + _start_mask(tagger.labels)
+    t = tagger.transitions + transition_mask(tagger.labels)
+    s = tagger.start + start_mask(tagger.labels)
     total = s[path[0]] + e[0, path[0]] + tagger.end[path[-1]]
     for i in range(1, len(path)):
         total += t[path[i - 1], path[i]] + e[i, path[i]]

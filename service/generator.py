@@ -11,20 +11,18 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from stillroom.errors import ModelError
-from stillroom.manifest import read_manifest
 from stillroom.registry import ModelVersion
+from stillroom.service.bases import base_gguf, render_prompt
 from stillroom.service.engine import Engine
 from stillroom.service.generation import Generated, copy_grammar, schema_grammar
-from stillroom.trainers.calibration import Guarantee, nearest_distance
-from stillroom.trainers.classifier import Prediction
+from stillroom.service.guard import Prediction, guard_of, guarded
 
 STUDENT = "smollm2-lora"
 ADAPTER_FILE = "adapter.gguf"
 CONFIG_FILE = "student.json"
-SCOPE_FILE = "scope.safetensors"
 
 
 @dataclass(frozen=True)
@@ -74,8 +72,6 @@ class GenerativeStudent:
         return [encoder, self.base, self.adapter]
 
     def prompt(self, text: str) -> str:
-        from stillroom.trainers.base_model import render_prompt
-
         return render_prompt(self.spec.template, self.spec.instruction, text)
 
     def grammar_for(self, text: str) -> str | None:
@@ -102,57 +98,8 @@ class GenerativeStudent:
         return guarded(self, texts)
 
 
-def guard_of(version: ModelVersion) -> tuple[Guarantee | None, Any]:
-    """A version's guarantee and its training inputs' embeddings (the out-of-scope check),
-    once its manifest holds: a missing, changed or added file is refused here. A version
-    being calibrated has no guarantee yet: it may only answer when forced."""
-    from safetensors.numpy import load_file
-
-    folder = Path(version.path)
-    read_manifest(folder)
-    g = version.guarantee
-    vectors = load_file(str(folder / SCOPE_FILE))["train_vectors"].astype("float32")
-    return (Guarantee.from_dict(g) if g else None), vectors
-
-
-class Forced(Protocol):
-    """A student that answers one text at a time, judged through its calibrated guarantee."""
-
-    engine: Engine
-    guarantee: Guarantee | None
-    train_vectors: Any
-
-    def forced(self, texts: Sequence[str]) -> list[Generated]: ...
-
-
-def guarded(student: Forced, texts: Sequence[str]) -> list[Prediction]:
-    """A student's answers where its guarantee allows; elsewhere it abstains and says why
-    (not calibrated, too few examples, unlike its training inputs, or unsure)."""
-    g = student.guarantee
-    if g is None:
-        return [Prediction(None, 0.0, True, "not calibrated yet") for _ in texts]
-    if g.threshold is None:
-        more = f"; needs about {g.needed} more examples" if g.needed else ""
-        return [Prediction(None, 0.0, True, "no guarantee holds yet" + more) for _ in texts]
-    far = nearest_distance(student.train_vectors, student.engine.embed(texts))
-    out = []
-    for text, distance in zip(texts, far, strict=True):
-        if g.radius is not None and distance > g.radius:
-            out.append(Prediction(None, 0.0, True, "unlike anything it was trained on"))
-            continue
-        (answer,) = student.forced([text])
-        if answer.confidence < g.threshold:
-            reason = f"unsure (confidence below {g.threshold:.2f})"
-            out.append(Prediction(None, answer.confidence, True, reason, answer.text))
-        else:
-            out.append(Prediction(answer.text, answer.confidence, False, None, answer.text))
-    return out
-
-
 def base_file(spec: StudentSpec) -> Path:
     """The base GGUF the adapter was trained on; another file would silently misbehave."""
-    from stillroom.trainers.base_model import base_gguf
-
     path = base_gguf(spec.base)
     size = path.stat().st_size if path.is_file() else -1
     if path.name != spec.base_file or size != spec.base_size:

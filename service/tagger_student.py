@@ -1,4 +1,4 @@
-"""A registered tagger version (trainers/tagger.py), loaded to answer: numpy only, no LLM.
+"""A registered tagger version (`service.tagger`), loaded to answer: numpy only, no LLM.
 
 Like a generative version it abstains below its calibrated confidence (the probability of
 its whole labelling) or when the input is unlike anything it was trained on (the shared
@@ -16,9 +16,8 @@ from typing import Any
 from stillroom.registry import ModelVersion
 from stillroom.service.engine import Engine
 from stillroom.service.generation import Generated
-from stillroom.trainers.classifier import Prediction
-from stillroom.trainers.generator import guard_of, guarded
-from stillroom.trainers.tagger import Tagger
+from stillroom.service.guard import Prediction, guard_of, guarded
+from stillroom.service.tagger import Tagger
 
 
 class TaggerStudent:

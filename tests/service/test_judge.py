@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from stillroom.service.generation import schema_grammar
-from stillroom.trainers.judge import (
+from stillroom.service.judge import (
     Thresholds,
     copied_from_input,
     exact,

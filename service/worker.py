@@ -2,13 +2,13 @@
 
 Protocol: one JSON object per line on stdin, one line back per request, or `{"error": MESSAGE}`:
 - `{"version": ID, "inputs": [TEXT, ...]}` -> `{"predictions": [{"answer", "confidence",
-  "abstained", "reason", "best"}, ...]}`;
+  "abstained", "reason", "best", "distance"}, ...]}`;
 - `{"embed": [TEXT, ...]}` -> `{"vectors": [[FLOAT, ...], ...]}`: unit-length embeddings by
   the shared MiniLM (how the gateway tells paraphrased instructions apart);
 - `{"stats": true}` -> the model cache: what is loaded, loads, hits, swaps.
 With the runtime's encoder "llama.cpp" (the default) every model runs in llama.cpp and torch
 is never imported; "sentence-transformers" embeds classifier inputs with torch instead.
-`python -m stillroom.trainers.worker`.
+`python -m stillroom.service.worker`.
 """
 
 from __future__ import annotations
@@ -23,17 +23,17 @@ from stillroom.config_files import load_config
 from stillroom.errors import StillroomError
 from stillroom.paths import Paths
 from stillroom.registry import Registry
+from stillroom.service.classifier import ClassifierStudent, embedding_engine
+from stillroom.service.encoder import Encoder
+from stillroom.service.engine import Engine
+from stillroom.service.student_models import load_student
 from stillroom.store import Store
-from stillroom.trainers.encoder import Encoder
-from stillroom.trainers.student import ClassifierStudent, load_student
 
 
 def serve(store: Store, config: Config, paths: Paths) -> None:
-    from stillroom.service.engine import Engine
-
     registry = Registry(store)
     engine = Engine(paths, config.runtime)
-    encoder = engine if config.runtime.encoder == "llama.cpp" else None
+    encoder = embedding_engine(engine, config.runtime)
     students: dict[int, Any] = {}
     for name in config.runtime.pinned:  # hot tasks: loaded now, never unloaded
         try:
