@@ -8,8 +8,9 @@ banking77 (../shared/data/banking77): for N examples per class and 20 seeded dra
 examples are sampled from the TRAIN file only and split train / calibration / test by the
 shares under study (each input by a hash salted with the draw, as stillroom splits inputs on
 arrival). Inputs are embedded with the shared MiniLM (cached); stillroom's head is trained
-on the train split. Each procedure fits the guarantee on calibration (error <= 5% at 95%
-confidence) and checks it on the test split; its threshold is then applied to the untouched
+on the train split. Each procedure fits the guarantee on calibration (error <= 5%, at the
+level distill fits a task's first version at: delta = 0.0304 of the task's 5% budget) and
+checks it on the test split (check_on_test); its threshold is then applied to the untouched
 banking77 TEST file (3,080 rows), the live truth. The gold label stands in for the teacher
 (an ideal teacher). Settings were chosen on a dev protocol, the same draws judged on the
 rest of the TRAIN file (class-balanced, as the test file is), also reported ("dev").
@@ -19,9 +20,10 @@ examples, where a smaller train split makes the student worse (error ~ 1/sqrt(tr
 
 Per setting: coverage of the chosen threshold (0 when none), the share of draws with no
 threshold, violations (live error among answered > 5%: should stay near or under 1 in 20),
-wrong test-split failures (the split check failed though the live error was within the
+wrong test-split failures (the test check failed though the live error was within the
 stated bound), and the share of versions that would act (a threshold, calibration coverage
 >= 25%, the test check holding) with their mean coverage counted as 0 when they do not act.
+The out-of-scope radius and distill's near-copy filter are left out: the walk is under study.
 """
 
 from __future__ import annotations
@@ -42,9 +44,9 @@ from typing import Any
 import numpy as np
 from bench_data import load, sample
 from classify_report import ROOT, commit, machine
-from scipy import stats
 
 from stillroom.registry import split_of
+from stillroom.trainers.budget import task_delta
 from stillroom.trainers.calibration import (
     Guarantee,
     check_on_test,
@@ -54,7 +56,8 @@ from stillroom.trainers.calibration import (
 )
 
 HERE = Path(__file__).resolve().parent
-TARGET = DELTA = 0.05
+TARGET = 0.05
+DELTA = task_delta(1)  # 0.0304: the level distill fits a task's first version at
 MIN_COVERAGE = 0.25  # distill's default: a version answering less of calibration never acts
 Split = tuple[float, float, float]
 
@@ -126,13 +129,13 @@ def geometric_walk(conf: np.ndarray, correct: np.ndarray, step: float = 0.1) -> 
 
 
 PROCEDURES: dict[str, Procedure] = {
-    "every (today)": lambda p: fit_guarantee(p["cal"], p["cal_ok"], walk="every"),
+    "every (today)": lambda p: fit_guarantee(p["cal"], p["cal_ok"], delta=DELTA, walk="every"),
     "geometric 10%": lambda p: geometric_walk(p["cal"], p["cal_ok"]),
-    "ladder": lambda p: fit_guarantee(p["cal"], p["cal_ok"], walk="ladder"),
-    "planned": lambda p: fit_guarantee(p["cal"], p["cal_ok"]),
-    "planned, margin score": lambda p: fit_guarantee(p["cal_margin"], p["cal_ok"]),
+    "ladder": lambda p: fit_guarantee(p["cal"], p["cal_ok"], delta=DELTA, walk="ladder"),
+    "planned": lambda p: fit_guarantee(p["cal"], p["cal_ok"], delta=DELTA),
+    "planned, margin score": lambda p: fit_guarantee(p["cal_margin"], p["cal_ok"], delta=DELTA),
     "planned + train reference": lambda p: fit_guarantee(
-        p["cal"], p["cal_ok"], reference=(p["oof"], p["oof_ok"])
+        p["cal"], p["cal_ok"], delta=DELTA, reference=(p["oof"], p["oof_ok"])
     ),
 }
 
@@ -148,10 +151,6 @@ def outcome(g: Guarantee, live_conf: np.ndarray, live_wrong_p: np.ndarray) -> di
         "cal_errors": g.errors,
         "bound": g.bound if g.threshold is not None else None,
         "test_holds": test.holds,
-        # The check a binomial test would make: fail only when the test split's errors would
-        # be unlikely (p < 5%) were the error rate at the stated bound.
-        "test_holds_binomial": test.answered == 0
-        or bool(stats.binom.sf(test.errors - 1, test.answered, g.bound) >= 0.05),
     }
     if g.threshold is None:
         return row | {"coverage": 0.0, "error": None, "violation": False, "acts": False}
@@ -164,7 +163,6 @@ def outcome(g: Guarantee, live_conf: np.ndarray, live_wrong_p: np.ndarray) -> di
         "violation": error > TARGET,
         "wrong_fail": not test.holds and error <= g.bound,
         "acts": acts,
-        "acts_binomial": g.coverage >= MIN_COVERAGE and row["test_holds_binomial"],
     }
 
 
@@ -182,7 +180,6 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "wrong_test_fail": share("wrong_fail"),
         "acts": share("acts"),
         "acting_coverage": round(float(np.mean([r["coverage"] * r["acts"] for r in rows])), 4),
-        "acts_if_binomial_check": share("acts_binomial"),
     }
 
 
@@ -397,11 +394,21 @@ def main() -> int:
     data = embed_banking77(args.cache)
     print(f"banking77 embedded in {time.perf_counter() - began:.0f} s", flush=True)
     # Settings finished by an interrupted run of this same code are kept (the full tier
-    # takes an hour on two cores); any change to the code or the tier starts afresh.
-    partial = out.with_suffix(".partial.tmp")
+    # takes most of an hour on two cores); a change to the code or the tier starts afresh.
+    cache_dir = Path(args.cache).expanduser().parent if args.cache else out.parent
+    partial = cache_dir / f"guarantee-power-{tier_name}.partial.json"
     stamp = {"tier": tier_name, "code": fingerprint()}
     saved = json.loads(partial.read_text()) if partial.exists() else {}
-    banking: dict[str, Any] = saved.get("banking77", {}) if saved.get("stamp") == stamp else {}
+    if saved.get("stamp") != stamp:
+        saved = {}
+    banking: dict[str, Any] = saved.get("banking77", {})
+    generated: dict[str, Any] = saved.get("generated", {})
+
+    def checkpoint() -> None:
+        partial.write_text(
+            json.dumps({"stamp": stamp, "banking77": banking, "generated": generated})
+        )
+
     for n in tier["n"]:
         for shares in tier["shares"]:
             if f"{n}/class, {shares.name}" in banking:
@@ -420,18 +427,21 @@ def main() -> int:
                 "test_file": {k: summarise([d[k]["live"] for d in draws]) for k in names},
                 "dev": {k: summarise([d[k]["dev"] for d in draws]) for k in names},
             }
-            partial.write_text(json.dumps({"stamp": stamp, "banking77": banking}))
+            checkpoint()
             print(f"{key}: done at {time.perf_counter() - began:.0f} s", flush=True)
 
-    generated: dict[str, Any] = {}
     for task in GENERATED:
         for shares in tier["shares"]:
             key = f"{task.name}, {shares.name}"
+            if key in generated:
+                continue
             generated[key] = {
                 "task": task.__dict__,
                 "shares": shares.name,
                 "runs": generated_runs(task, shares, tier["reps"]),
             }
+            checkpoint()
+        print(f"{task.name}: done at {time.perf_counter() - began:.0f} s", flush=True)
     wall = time.perf_counter() - began
 
     result = {
