@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import random
 from collections import defaultdict
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT.parent / "shared" / "data"
@@ -34,3 +36,11 @@ def sample(rows: list[tuple[str, str]], n: int, seed: int) -> list[tuple[str, st
         random.Random(f"{seed}:{label}").shuffle(group)
         out += group[:n]
     return out
+
+
+def write_json(out: Path, result: dict[str, Any]) -> None:
+    """Write a results file whole or not at all (a killed run leaves the old one)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2) + "\n")
+    tmp.replace(out)

@@ -30,7 +30,6 @@ when something crashes, never for a missed goal.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -45,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_data import DATASETS, load, sample
+from bench_data import DATASETS, load, sample, write_json
 from classify_report import commit, machine, pct, summarise, summary_table, table
 
 from stillroom.errors import TaskError
@@ -325,10 +324,7 @@ def main() -> int:
         "summary": summary,
         "runs": rows,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(out, result)
 
     print()
     print(TEACHER_NOTE)

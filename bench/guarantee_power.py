@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from bench_data import load, sample
+from bench_data import load, sample, write_json
 from classify_report import ROOT, commit, machine
 
 from stillroom.registry import split_of
@@ -466,10 +466,7 @@ def main() -> int:
         "banking77": banking,
         "generated": generated,
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n")
-    tmp.replace(out)
+    write_json(out, result)
     partial.unlink(missing_ok=True)
 
     print(TEACHER_NOTE)
